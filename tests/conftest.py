@@ -1,0 +1,43 @@
+"""Test setup shared by the whole suite.
+
+HF_HUB_OFFLINE must be set before anything imports huggingface_hub, so it is set
+here at import time. Every test gets its own YOC_HOME (the library folder).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+TINY_ANOLE_A = DATA / "tiny-anole-a"
+
+
+@pytest.fixture(autouse=True)
+def yoc_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path_factory.mktemp("yoc-home")
+    monkeypatch.setenv("YOC_HOME", str(home))
+    monkeypatch.setenv("YOC_PICTURES", str(home / "pictures"))
+    return home
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,3 @@
+from yoc_assistant.cli import main
+
+main()

@@ -1,0 +1,171 @@
+"""`Backbone`: one loaded checkpoint and everything the rest of yoc asks of it.
+
+CONTRACT (other parts code against exactly this; keep it stable):
+
+* Token ids: ids < `vocab_size` are the checkpoint's own; ids >= `vocab_size`
+  address rows of an `ExtraTokens` (id - vocab_size = row). This is how learned
+  concept tokens enter prompts, training and decoding without touching the model.
+* `embed(ids, extra)` -> input embeddings; `logits(hidden, extra)` -> the head's
+  logits with the extra rows' logits appended (no image-token masking: upstream's
+  forward masks image tokens, so yoc calls `model.model` and the head itself).
+* `forward(...)` runs the base transformer on ids or embeddings with a KV cache.
+* `generate_text`, `generate_images`, `next_token_logits` live in
+  `backbone/generation.py` and are exposed here as methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from yoc_assistant.backbone.vocab import ImageVocab, SpecialTokens
+
+
+@dataclass
+class ExtraTokens:
+    """Rows the checkpoint does not have. Row r is token id `vocab_size + r`.
+
+    `input_rows` [E, H] are spliced into the input embeddings, `output_rows` [E, H]
+    are appended to the head (logit = hidden @ output_rows.T). Either may require grad.
+    """
+
+    input_rows: torch.Tensor
+    output_rows: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.input_rows.shape != self.output_rows.shape:
+            raise ValueError(
+                f"ExtraTokens: input rows {tuple(self.input_rows.shape)} and output rows "
+                f"{tuple(self.output_rows.shape)} differ"
+            )
+
+    def __len__(self) -> int:
+        return int(self.input_rows.shape[0])
+
+
+@dataclass
+class GeneratedText:
+    ids: list[int]
+    text: str
+    finish_reason: str  # "eos" | "length" | "stop"
+
+
+@dataclass
+class GeneratedImages:
+    ids: torch.Tensor  # LongTensor [n, image_seq_length], image-token BPE ids
+    images: list[Image.Image] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+
+
+ProgressFn = Callable[[int, int], None]  # (done, total)
+TokenFn = Callable[[str], None]  # streamed text piece
+
+
+class Backbone:
+    """Construct with `Backbone.load(...)`; the attributes below are filled by it.
+
+    model: transformers ChameleonForConditionalGeneration (frozen, eval mode)
+    tokenizer: the checkpoint's tokenizer
+    special: SpecialTokens (bos, eos, pad, boi, eoi, sep, image_placeholder) read from it
+    image_vocab: ImageVocab (IMGIMG names <-> codebook indices)
+    vocab_size: rows of the head / embedding (ids >= this address ExtraTokens)
+    hidden_size, image_seq_length (tokens per image), image_size (pixels, square)
+    source: what was loaded (path or hub id); name: a short display name
+    precision: fp32 | bf16 | int8 | nf4; device: torch.device; dtype: compute dtype
+    fingerprint: hex digest of the vocabulary and hidden size: concept files made
+                 for another backbone are refused by comparing it
+    has_decoder: whether the checkpoint carries VQ decoder weights
+    """
+
+    model: Any
+    tokenizer: Any
+    special: SpecialTokens
+    image_vocab: ImageVocab
+    vocab_size: int
+    hidden_size: int
+    image_seq_length: int
+    image_size: int
+    source: str
+    name: str
+    precision: str
+    device: torch.device
+    dtype: torch.dtype
+    fingerprint: str
+    has_decoder: bool
+
+    # -- loading -----------------------------------------------------------------
+    @classmethod
+    def load(cls, source: str, precision: str = "bf16", device: str = "auto") -> Backbone:
+        """Load a local HF directory or a hub id already in the local HF cache."""
+        from yoc_assistant.backbone.loading import load_backbone
+
+        return load_backbone(source, precision=precision, device=device)
+
+    # -- text ----------------------------------------------------------------------
+    def tokenize(self, text: str, *, bos: bool = False) -> list[int]:
+        raise NotImplementedError
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        raise NotImplementedError
+
+    def prompt_ids(self, parts: Sequence[str | Sequence[int] | Image.Image], *,
+                   end_turn: bool = True) -> list[int]:
+        """BOS, then each part (text tokenized; id lists as they are; an image as
+        BOI + its image tokens + EOI), then the end-of-turn separator if `end_turn`."""
+        raise NotImplementedError
+
+    # -- images --------------------------------------------------------------------
+    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode_images(self, ids: torch.Tensor) -> list[Image.Image]:
+        raise NotImplementedError
+
+    # -- the network -----------------------------------------------------------------
+    def embed(self, ids: torch.Tensor, extra: ExtraTokens | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def logits(self, hidden: torch.Tensor, extra: ExtraTokens | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, ids: torch.Tensor | None = None, *, embeds: torch.Tensor | None = None,
+                extra: ExtraTokens | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, cache: Any = None,
+                use_cache: bool = False) -> tuple[torch.Tensor, Any]:
+        """Base transformer + head + extra rows. Returns (logits [B, T, V+E], cache)."""
+        raise NotImplementedError
+
+    # -- decoding (backbone/generation.py) ------------------------------------------
+    def next_token_logits(self, prompt_ids: Sequence[int],
+                          extra: ExtraTokens | None = None) -> torch.Tensor:
+        from yoc_assistant.backbone.generation import next_token_logits
+
+        return next_token_logits(self, prompt_ids, extra=extra)
+
+    def generate_text(self, prompt_ids: Sequence[int], *, extra: ExtraTokens | None = None,
+                      max_new_tokens: int = 256, temperature: float = 0.7, top_p: float = 0.9,
+                      top_k: int = 0, seed: int | None = None, on_token: TokenFn | None = None,
+                      stop_ids: Sequence[int] = ()) -> GeneratedText:
+        from yoc_assistant.backbone.generation import generate_text
+
+        return generate_text(self, prompt_ids, extra=extra, max_new_tokens=max_new_tokens,
+                             temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+                             on_token=on_token, stop_ids=stop_ids)
+
+    def generate_images(self, prompt_ids: Sequence[int], *, n: int = 1,
+                        extra: ExtraTokens | None = None, cfg_scale: float = 3.0,
+                        temperature: float = 1.0, top_p: float = 0.9, top_k: int = 0,
+                        seed: int | None = None, on_progress: ProgressFn | None = None,
+                        uncond_ids: Sequence[int] | None = None,
+                        decode: bool = True) -> GeneratedImages:
+        from yoc_assistant.backbone.generation import generate_images
+
+        return generate_images(self, prompt_ids, n=n, extra=extra, cfg_scale=cfg_scale,
+                               temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+                               on_progress=on_progress, uncond_ids=uncond_ids, decode=decode)

@@ -1,0 +1,83 @@
+"""The `yoc` command line. Commands live in their own modules and are imported
+only when run, so `yoc --help` and library commands never import torch.
+
+Each command module exposes one click command (or group); add it to COMMANDS.
+Commands stay thin: they parse options, call the parts, print.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from yoc_assistant.errors import YocError
+
+# name -> "module:attribute" (module relative to yoc_assistant.cli)
+COMMANDS: dict[str, str] = {
+    "add-concept": "add_concept:add_concept",
+    "concepts": "concepts:concepts",
+    "pool": "pool:pool",
+    "train": "train:train",
+    "eval": "evaluate:eval_cmd",
+    "ask": "chat:ask",
+    "draw": "chat:draw",
+    "plugins": "system:plugins",
+    "doctor": "system:doctor",
+    "pull": "system:pull",
+    "bench": "bench:bench",
+    "demo": "demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(f"yoc_assistant.cli.{module_name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"yoc_assistant.cli.{module_name}":
+                return None  # command not built yet
+            raise
+        return getattr(module, attr)
+
+
+@click.group(cls=LazyGroup, invoke_without_command=True)
+@click.version_option(package_name="yoc-assistant", prog_name="yoc")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """yoc: teach a local assistant about your things, then ask about them and draw them.
+
+    With no command, opens the chat app.
+    """
+    if ctx.invoked_subcommand is None:
+        from yoc_assistant.tui import run_app
+
+        run_app()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user-facing errors become one line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="yoc", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except YocError as err:
+        click.secho(f"Error: {err}", fg="red", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
