@@ -9,8 +9,8 @@ CONTRACT (other parts code against exactly this; keep it stable):
   logits with the extra rows' logits appended (no image-token masking: upstream's
   forward masks image tokens, so yoc calls `model.model` and the head itself).
 * `forward(...)` runs the base transformer on ids or embeddings with a KV cache.
-* `generate_text`, `generate_images`, `next_token_logits` live in
-  `backbone/generation.py` and are exposed here as methods.
+* Methods are thin: each delegates to the module that owns it (text.py,
+  imaging.py, vqgan.py, network.py, generation.py, loading.py).
 """
 
 from __future__ import annotations
@@ -107,39 +107,58 @@ class Backbone:
 
         return load_backbone(source, precision=precision, device=device)
 
-    # -- text ----------------------------------------------------------------------
+    # -- text (backbone/text.py) ------------------------------------------------------
     def tokenize(self, text: str, *, bos: bool = False) -> list[int]:
-        raise NotImplementedError
+        from yoc_assistant.backbone.text import tokenize
+
+        return tokenize(self, text, bos=bos)
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        raise NotImplementedError
+        from yoc_assistant.backbone.text import detokenize
+
+        return detokenize(self, ids)
 
     def prompt_ids(self, parts: Sequence[str | Sequence[int] | Image.Image], *,
                    end_turn: bool = True) -> list[int]:
         """BOS, then each part (text tokenized; id lists as they are; an image as
         BOI + its image tokens + EOI), then the end-of-turn separator if `end_turn`."""
-        raise NotImplementedError
+        from yoc_assistant.backbone.text import prompt_ids
 
-    # -- images --------------------------------------------------------------------
+        return prompt_ids(self, parts, end_turn=end_turn)
+
+    # -- images (backbone/imaging.py, backbone/vqgan.py) --------------------------------
     def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        raise NotImplementedError
+        """LongTensor [B, image_seq_length] of image-token BPE ids."""
+        from yoc_assistant.backbone.imaging import encode_images
+
+        return encode_images(self, images)
 
     def decode_images(self, ids: torch.Tensor) -> list[Image.Image]:
-        raise NotImplementedError
+        """Image-token BPE ids [B, image_seq_length] -> RGB PIL images."""
+        from yoc_assistant.backbone.vqgan import decode_images
 
-    # -- the network -----------------------------------------------------------------
+        return decode_images(self, ids)
+
+    # -- the network (backbone/network.py) -------------------------------------------
     def embed(self, ids: torch.Tensor, extra: ExtraTokens | None = None) -> torch.Tensor:
-        raise NotImplementedError
+        from yoc_assistant.backbone.network import embed
+
+        return embed(self, ids, extra)
 
     def logits(self, hidden: torch.Tensor, extra: ExtraTokens | None = None) -> torch.Tensor:
-        raise NotImplementedError
+        from yoc_assistant.backbone.network import logits
+
+        return logits(self, hidden, extra)
 
     def forward(self, ids: torch.Tensor | None = None, *, embeds: torch.Tensor | None = None,
                 extra: ExtraTokens | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: Any = None,
                 use_cache: bool = False) -> tuple[torch.Tensor, Any]:
         """Base transformer + head + extra rows. Returns (logits [B, T, V+E], cache)."""
-        raise NotImplementedError
+        from yoc_assistant.backbone.network import forward
+
+        return forward(self, ids, embeds=embeds, extra=extra, attention_mask=attention_mask,
+                       position_ids=position_ids, cache=cache, use_cache=use_cache)
 
     # -- decoding (backbone/generation.py) ------------------------------------------
     def next_token_logits(self, prompt_ids: Sequence[int],
