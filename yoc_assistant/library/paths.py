@@ -1,0 +1,63 @@
+"""Where yoc keeps its files.
+
+Everything lives under `home()`: `YOC_HOME` when set (tests, portable installs),
+else platformdirs' per-user data folder. Folders are created on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "yoc"
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def home() -> Path:
+    """The library's root folder (created if missing)."""
+    override = os.environ.get("YOC_HOME")
+    root = Path(override).expanduser() if override else Path(platformdirs.user_data_dir(APP_NAME))
+    return _ensure(root)
+
+
+def db_path(root: Path | None = None) -> Path:
+    return (root or home()) / "library.db"
+
+
+def images_dir(root: Path | None = None) -> Path:
+    """The content-addressed image store: images/<aa>/<sha256>.png."""
+    return _ensure((root or home()) / "images")
+
+
+def concepts_dir(root: Path | None = None) -> Path:
+    """One folder per concept (by its stable uid) holding its vector files."""
+    return _ensure((root or home()) / "concepts")
+
+
+def cache_dir(root: Path | None = None) -> Path:
+    """CLIP embeddings, image tokens: derived data that can be rebuilt."""
+    return _ensure((root or home()) / "cache")
+
+
+def runs_dir(root: Path | None = None) -> Path:
+    """Training checkpoints, one folder per concept uid."""
+    return _ensure((root or home()) / "runs")
+
+
+def backbones_dir(root: Path | None = None) -> Path:
+    """Backbones yoc writes itself (the tiny fallback checkpoint)."""
+    return _ensure((root or home()) / "backbones")
+
+
+def pictures_dir() -> Path:
+    """Where `yoc draw` puts pictures by default (not created here)."""
+    override = os.environ.get("YOC_PICTURES")
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_pictures_dir()) / APP_NAME
