@@ -1,0 +1,327 @@
+"""Training examples for a concept, with self-prompting targets.
+
+Every example is a prompt followed by a target; the loss is on the target only
+(`labels` is -100 over the prompt; `labels[t]` is the token expected at position t,
+the usual causal shift is the trainer's). The target always starts with the token
+group of the modality that answers, so at inference the model's own choice of group
+says which modality answers:
+
+* recognition: BOS + personalized prompt + image (BOI ids EOI) + "Is <name> in this
+  photo?" (30 phrasings; the image before or after the question) + SEP
+  -> understanding group + "Yes, ..."/"No, ..." + EOS.
+  Positives are repeated to balance the (up to) 100 easy + 100 hard negatives.
+* qa: BOS + personalized prompt + question + SEP -> understanding group + answer + EOS,
+  from the user's description (`--about`, format in `parse_about`) and optional
+  captions the backbone makes of the photos (`captions_from_backbone`).
+* generation: BOS + personalized prompt + "A photo of <name>." + SEP
+  -> generation tokens + BOI + image tokens + EOI + EOS.
+  Real photos get all k generation tokens. Soft positives (most similar first) are
+  split by rank into k-1 groups; group i (i = 1..k-1) gets the first i+1 tokens and
+  the most similar group is group k-1. A soft positive's personalized prompt lists
+  only the generation tokens its target uses, so prompt and target agree.
+  (The authors' public code never assigned the generation target; here the target
+  is built, and tested, explicitly.)
+
+`<name>` is always the concept's identifier token (an id >= vocab_size), never text.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from yoc_assistant.errors import UserInputError
+from yoc_assistant.personalize import phrasings as P
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+IGNORE = -100
+GENERATION = "generation"
+UNDERSTANDING = "understanding"
+TASKS = ("recognition", "qa", "generation")
+# Modality plugin name -> the tasks that train its group.
+TASKS_BY_MODALITY = {"text": ("recognition", "qa"), "image": ("generation",)}
+
+
+@dataclass
+class Example:
+    ids: list[int]
+    labels: list[int]
+    task: str
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.labels):
+            raise ValueError(f"{self.task} example: {len(self.ids)} ids but {len(self.labels)} labels")
+
+    @property
+    def target(self) -> list[int]:
+        """The supervised ids, in order."""
+        return [t for t in self.labels if t != IGNORE]
+
+
+def make_example(prompt: Sequence[int], target: Sequence[int], task: str) -> Example:
+    return Example(list(prompt) + list(target), [IGNORE] * len(prompt) + list(target), task)
+
+
+@dataclass
+class BuildContext:
+    """What the builders need: only ids, so any tokenizer / concept layout works.
+
+    `prompt_ids`: the personalized prompt `<name> is <g1..gk><u1..uh>.` (no BOS).
+    `groups`: token ids by group name ("generation", "understanding", plugin groups).
+    Image lists hold image-token ids (no BOI/EOI); `soft_positives` most similar first.
+    `about`: the user's description (see `parse_about`); `qa_pairs`: extra
+    (question, answer) templates with `{name}` where the identifier goes.
+    """
+
+    backbone: Any
+    name: str
+    identifier_id: int
+    prompt_ids: list[int]
+    groups: dict[str, list[int]]
+    positives: list[list[int]] = field(default_factory=list)
+    easy_negatives: list[list[int]] = field(default_factory=list)
+    hard_negatives: list[list[int]] = field(default_factory=list)
+    soft_positives: list[list[int]] = field(default_factory=list)
+    about: str | None = None
+    qa_pairs: list[tuple[str, str]] = field(default_factory=list)
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    n_easy: int = 100
+    n_hard: int = 100
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_concepts(cls, backbone: Any, concepts: Any, name: str, **fields: Any) -> BuildContext:
+        """From a ConceptSet: identifier, personalized prompt and every group of `name`."""
+        vec = concepts.get(name)
+        groups = {g: list(concepts.group_ids(name, g)) for g in vec.groups}
+        return cls(backbone=backbone, name=name, identifier_id=concepts.identifier_id(name),
+                   prompt_ids=list(concepts.prompt_ids(name)), groups=groups, **fields)
+
+    def group(self, name: str) -> list[int]:
+        if name not in self.groups:
+            raise UserInputError(f"concept {self.name!r} has no {name!r} token group "
+                                 f"(it has: {', '.join(self.groups) or 'none'})")
+        return list(self.groups[name])
+
+
+# --- small helpers ------------------------------------------------------------------
+
+
+def text_ids(bb: Any, template: str, identifier_id: int) -> list[int]:
+    """Tokenize `template`, with the identifier token wherever it says `{name}`."""
+    out: list[int] = []
+    for k, piece in enumerate(template.split("{name}")):
+        if k:
+            out.append(int(identifier_id))
+        if piece:
+            out.extend(bb.tokenize(piece))
+    return out
+
+
+def image_block(bb: Any, tokens: Sequence[int]) -> list[int]:
+    return [int(bb.special.boi), *(int(t) for t in tokens), int(bb.special.eoi)]
+
+
+def answer_first_token(bb: Any, yes: bool) -> int:
+    """The first token of a Yes/No answer as the recognition data tokenizes it."""
+    template = P.YES_ANSWERS[0] if yes else P.NO_ANSWERS[0]
+    return text_ids(bb, template, -1)[0]
+
+
+# --- recognition --------------------------------------------------------------------
+
+
+def recognition_prompt(bb: Any, personal: Sequence[int], image: Sequence[int],
+                       question: Sequence[int], image_first: bool = True) -> list[int]:
+    parts = [list(personal), image_block(bb, image), list(question)]
+    if not image_first:
+        parts[1], parts[2] = parts[2], parts[1]
+    return bb.prompt_ids(parts)
+
+
+def recognition_examples(ctx: BuildContext, group: str = UNDERSTANDING) -> list[Example]:
+    """Yes for the concept's photos, No for easy and hard negatives (see module doc)."""
+    bb, tokens = ctx.backbone, ctx.group(group)
+    negatives = ctx.easy_negatives[: ctx.n_easy] + ctx.hard_negatives[: ctx.n_hard]
+    if not ctx.positives:
+        return []
+    n_pos = max(len(negatives), len(ctx.positives))
+    if not negatives:
+        ctx.notes.append("recognition: no negative images (no pool), so only 'Yes' examples")
+    labelled = [(ctx.positives[i % len(ctx.positives)], True) for i in range(n_pos)]
+    labelled += [(img, False) for img in negatives]
+    out = []
+    for image, yes in labelled:
+        question = text_ids(bb, ctx.rng.choice(P.RECOGNITION_QUESTIONS), ctx.identifier_id)
+        prompt = recognition_prompt(bb, ctx.prompt_ids, image, question, ctx.rng.random() < 0.5)
+        answer = ctx.rng.choice(P.YES_ANSWERS if yes else P.NO_ANSWERS)
+        target = tokens + text_ids(bb, answer, ctx.identifier_id) + [int(bb.special.eos)]
+        out.append(make_example(prompt, target, "recognition"))
+    return out
+
+
+# --- question answering ----------------------------------------------------------------
+
+_FACT = re.compile(r"^\s*([^:.!?]{1,40}?)\s*:\s*(.+?)\s*$")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def mark_name(text: str, name: str) -> str:
+    """Occurrences of the concept's name (`bo`, `Bo`, `<bo>`) -> `{name}`."""
+    pattern = re.compile(rf"<?\b{re.escape(name)}\b>?", re.IGNORECASE)
+    return pattern.sub("{name}", text)
+
+
+def parse_about(text: str | None, name: str) -> list[tuple[str, str]]:
+    """(question, answer) templates from a description. Format, one item per line:
+
+    * `key: value` (e.g. `breed: corgi`, `favourite toy: a red ball`) ->
+      "What is <name>'s breed?" / "<name>'s breed is corgi." (3 question wordings);
+    * any other line is free text, split into sentences; each sentence answers a
+      "Tell me about <name>." style question, and all of them together answer one more.
+    Blank lines and lines starting with `#` are ignored. The concept's name written
+    in the text (`bo`, `<bo>`) becomes its identifier token.
+    """
+    pairs: list[tuple[str, str]] = []
+    sentences: list[str] = []
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fact = _FACT.match(line)
+        if fact and not fact.group(1).strip().lower().startswith(("http", "note")):
+            key, value = fact.group(1).strip(), mark_name(fact.group(2).rstrip("."), name)
+            answer = P.FACT_ANSWER.replace("{key}", key).replace("{value}", value)
+            pairs += [(q.replace("{key}", key), answer) for q in P.FACT_QUESTIONS]
+            continue
+        sentences += [mark_name(s.strip(), name) for s in _SENTENCE_END.split(line) if s.strip()]
+    for k, sentence in enumerate(sentences):
+        pairs.append((P.ABOUT_QUESTIONS[k % len(P.ABOUT_QUESTIONS)], sentence))
+    if len(sentences) > 1:
+        pairs.append((P.ABOUT_QUESTIONS[0], " ".join(sentences)))
+    return pairs
+
+
+def qa_examples(ctx: BuildContext, group: str = UNDERSTANDING) -> list[Example]:
+    bb, tokens = ctx.backbone, ctx.group(group)
+    out = []
+    for question, answer in parse_about(ctx.about, ctx.name) + list(ctx.qa_pairs):
+        prompt = bb.prompt_ids([list(ctx.prompt_ids), text_ids(bb, question, ctx.identifier_id)])
+        target = tokens + text_ids(bb, answer, ctx.identifier_id) + [int(bb.special.eos)]
+        out.append(make_example(prompt, target, "qa"))
+    return out
+
+
+def understanding_examples(ctx: BuildContext, group: str = UNDERSTANDING) -> list[Example]:
+    """Everything the text modality trains its group on: recognition + QA."""
+    return recognition_examples(ctx, group) + qa_examples(ctx, group)
+
+
+def captions_from_backbone(bb: Any, images: Sequence[Sequence[int]], *, max_new_tokens: int = 40,
+                           seed: int = 0) -> list[tuple[str, str]]:
+    """Optional QA source: the frozen backbone (no concept) describes each photo;
+    returns ("What does <name> look like?", caption) templates. Greedy, so repeatable."""
+    pairs = []
+    for k, image in enumerate(images):
+        prompt = bb.prompt_ids([image_block(bb, image), P.CAPTION_PROMPT])
+        text = bb.generate_text(prompt, max_new_tokens=max_new_tokens, temperature=0.0,
+                                seed=seed + k).text.strip()
+        if text:
+            pairs.append((P.LOOK_QUESTIONS[k % len(P.LOOK_QUESTIONS)], text.replace("{", "(")))
+    return pairs
+
+
+# --- generation ---------------------------------------------------------------------
+
+
+def soft_positive_groups(items: Sequence[Any], k: int) -> list[tuple[int, list[Any]]]:
+    """Split `items` (most similar first) into k-1 rank groups -> [(n_tokens, items)].
+
+    The j-th chunk (0-based, most similar first) is group i = k-1-j and gets i+1
+    tokens: the most similar chunk gets k, the least similar gets 2. Chunk sizes
+    differ by at most one (earlier chunks take the remainder); with fewer items than
+    groups, the most similar groups get one item each and the rest stay empty.
+    """
+    n_groups = max(0, k - 1)
+    if n_groups == 0 or not items:
+        return []
+    base, extra = divmod(len(items), n_groups)
+    out, start = [], 0
+    for j in range(n_groups):
+        size = base + (1 if j < extra else 0)
+        if size:
+            out.append((k - j, list(items[start:start + size])))
+        start += size
+    return out
+
+
+def generation_example(ctx: BuildContext, image: Sequence[int], n_tokens: int,
+                       phrasing: str, group: str = GENERATION) -> Example:
+    bb, tokens = ctx.backbone, ctx.group(group)
+    dropped = set(tokens[n_tokens:])
+    personal = [t for t in ctx.prompt_ids if t not in dropped]
+    prompt = bb.prompt_ids([personal, text_ids(bb, phrasing, ctx.identifier_id)])
+    target = tokens[:n_tokens] + image_block(bb, image) + [int(bb.special.eos)]
+    return make_example(prompt, target, "generation")
+
+
+def generation_examples(ctx: BuildContext, group: str = GENERATION) -> list[Example]:
+    k = len(ctx.group(group))
+    out = [generation_example(ctx, img, k, ctx.rng.choice(P.GENERATION_PROMPTS), group)
+           for img in ctx.positives]
+    for n_tokens, chunk in soft_positive_groups(ctx.soft_positives, k):
+        out += [generation_example(ctx, img, n_tokens, ctx.rng.choice(P.GENERATION_PROMPTS), group)
+                for img in chunk]
+    return out
+
+
+# --- everything -----------------------------------------------------------------------
+
+BUILDERS: dict[str, Callable[[BuildContext], list[Example]]] = {
+    "recognition": recognition_examples,
+    "qa": qa_examples,
+    "generation": generation_examples,
+}
+
+
+def _tasks(modalities: Iterable[str] | None) -> list[str]:
+    if modalities is None:
+        return list(TASKS)
+    tasks: list[str] = []
+    for m in modalities:
+        found = TASKS_BY_MODALITY.get(m, (m,) if m in BUILDERS else None)
+        if found is None:
+            raise UserInputError(f"unknown modality or task {m!r}: use "
+                                 f"{', '.join([*TASKS_BY_MODALITY, *BUILDERS])}")
+        tasks += [t for t in found if t not in tasks]
+    return tasks
+
+
+def build_training_set(ctx: BuildContext, modalities: Iterable[str] | None = None) -> list[Example]:
+    """Examples of the given modalities ("text", "image") or tasks (default: all three)."""
+    out: list[Example] = []
+    for task in _tasks(modalities):
+        needed = GENERATION if task == "generation" else UNDERSTANDING
+        if needed not in ctx.groups:
+            ctx.notes.append(f"{task} examples skipped: the concept has no {needed!r} group")
+            continue
+        out += BUILDERS[task](ctx)
+    return out
+
+
+# --- image tokens, cached per image hash -------------------------------------------------
+
+
+def image_tokens(library: Any, backbone: Any, sha256s: Sequence[str], *,
+                 load_image: Callable[[str], Image.Image] | None = None, batch_size: int = 8,
+                 on_progress: Callable[[int, int], None] | None = None) -> dict[str, list[int]]:
+    """sha256 -> image-token ids; each image is VQ-encoded once, ever, per backbone."""
+    from yoc_assistant.personalize.imagetokens import cached_image_tokens
+
+    return cached_image_tokens(library, backbone, sha256s, load_image=load_image,
+                               batch_size=batch_size, on_progress=on_progress)
