@@ -1,0 +1,55 @@
+"""yoc's image modality: draws pictures, owns every concept's "generation" group.
+
+A plugin like any other: found through the `yoc` entry-point group, uses only
+yoc's public API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from yoc_assistant.assistant import (
+    Modality,
+    Request,
+    RespondContext,
+    Response,
+    hookimpl,
+    output_paths,
+    write_png,
+)
+
+GROUP = "generation"
+GROUP_SIZE = 16
+TEMPERATURE = 1.0
+
+
+class ImageModality(Modality):
+    def build_examples(self, ctx: Any) -> list:
+        """Generation examples (real photos and soft positives), generation group."""
+        from yoc_assistant.personalize import data
+
+        return data.generation_examples(ctx, group=self.group)
+
+    def no_concept_token(self, backbone: Any) -> int | None:
+        return int(backbone.special.boi)
+
+    def respond(self, request: Request, ctx: RespondContext) -> Response:
+        n = max(1, int(request.n))
+        paths = output_paths(ctx.out, n, prompt=request.text, suffix=".png")
+        # Self-prompting: the concept's generation tokens come first, then the image.
+        result = ctx.backbone.generate_images(
+            ctx.forced_prompt(self.group), n=n, extra=ctx.extra, cfg_scale=request.cfg_scale,
+            temperature=TEMPERATURE if request.temperature is None else request.temperature,
+            seed=request.seed, on_progress=ctx.on_progress,
+        )
+        seeds = list(result.seeds) or [request.seed] * n
+        for i, (image, path) in enumerate(zip(result.images, paths, strict=True)):
+            seed = seeds[i] if i < len(seeds) else None
+            write_png(image, path, {**ctx.metadata, "seed": "" if seed is None else str(seed)})
+        return Response(modality=self.name, image_paths=paths)
+
+
+@hookimpl
+def yoc_modalities() -> list[Modality]:
+    return [ImageModality(name="image", group=GROUP, group_size=GROUP_SIZE,
+                          description="draws pictures (PNG files)")]

@@ -1,0 +1,38 @@
+"""yoc's text modality: answers in words, owns every concept's "understanding" group.
+
+A plugin like any other: found through the `yoc` entry-point group, uses only
+yoc's public API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from yoc_assistant.assistant import Modality, Request, RespondContext, Response, hookimpl
+
+GROUP = "understanding"
+GROUP_SIZE = 16
+TEMPERATURE = 0.7
+
+
+class TextModality(Modality):
+    def build_examples(self, ctx: Any) -> list:
+        """Recognition ("Is <name> in this photo?") and QA examples, understanding group."""
+        from yoc_assistant.personalize import data
+
+        return data.understanding_examples(ctx, group=self.group)
+
+    def respond(self, request: Request, ctx: RespondContext) -> Response:
+        # Self-prompting: the concept's understanding tokens come first, then the answer.
+        result = ctx.backbone.generate_text(
+            ctx.forced_prompt(self.group), extra=ctx.extra, max_new_tokens=request.max_tokens,
+            temperature=TEMPERATURE if request.temperature is None else request.temperature,
+            seed=request.seed, on_token=ctx.on_text,
+        )
+        return Response(modality=self.name, text=result.text)
+
+
+@hookimpl
+def yoc_modalities() -> list[Modality]:
+    return [TextModality(name="text", group=GROUP, group_size=GROUP_SIZE,
+                         description="answers in text (streamed)")]

@@ -1,0 +1,126 @@
+"""What a plugin registers: a `Modality` (a way of answering), plus the request,
+context and response objects it works with.
+
+A modality owns one token group of every concept (text: "understanding", image:
+"generation"; a third-party one names its own). Self-prompting: the model emits
+the first token of a group to say which modality should answer; the responder
+then forces that group and decodes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from yoc_assistant.assistant.router import RouteDecision
+    from yoc_assistant.backbone import Backbone, ExtraTokens
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+TextFn = Callable[[str], None]
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class Request:
+    """One user turn. `text` may mention concepts as `<name>`; `images` are attached photos."""
+
+    text: str
+    images: list[Image.Image] = field(default_factory=list)
+    mode: str | None = None  # force a modality by name (skips the routing pass)
+    seed: int | None = None
+    max_tokens: int = 256
+    n: int = 1  # pictures to draw
+    cfg_scale: float = 3.0
+    temperature: float | None = None  # None: the modality's default
+    out: Path | None = None  # file or folder for what a modality writes
+
+
+@dataclass
+class Response:
+    modality: str
+    text: str = ""
+    image_paths: list[Path] = field(default_factory=list)
+    probabilities: dict[str, float] = field(default_factory=dict)
+    forced: bool = False
+    files: list[Path] = field(default_factory=list)  # other outputs (a plugin's files)
+    concept: str | None = None  # the concept whose group was forced
+
+
+@dataclass
+class RespondContext:
+    """Everything a responder needs; built by the Assistant after routing."""
+
+    backbone: Backbone
+    prompt_ids: list[int]  # BOS + concept prompts + user text + images + separator
+    concepts: Any  # personalize.ConceptSet of the mentioned concepts, or None
+    concept: str | None  # the mentioned concept whose group to force (None: no concept)
+    concept_names: list[str]
+    decision: RouteDecision
+    out: Path  # file or folder for what the modality writes (default: pictures_dir())
+    on_text: TextFn | None = None
+    on_progress: ProgressFn | None = None
+    metadata: dict[str, str] = field(default_factory=dict)  # for files written (PNG chunks)
+
+    @property
+    def extra(self) -> ExtraTokens | None:
+        return None if self.concepts is None else self.concepts.extra
+
+    def group_ids(self, group: str) -> list[int]:
+        """The chosen concept's token ids of `group`, or [] without a concept."""
+        if self.concept is None or self.concepts is None:
+            return []
+        return list(self.concepts.group_ids(self.concept, group))
+
+    def forced_prompt(self, group: str) -> list[int]:
+        """The prompt followed by the group's tokens: the self-prompt the model was trained
+        to emit before answering in this modality."""
+        return list(self.prompt_ids) + self.group_ids(group)
+
+
+@dataclass
+class Modality:
+    """Subclass and override `respond` (and `build_examples`, `no_concept_token` as needed).
+
+    name: unique modality name (`--mode NAME`); group: the concept token group it owns;
+    group_size: tokens in that group; description: one line for `yoc plugins`.
+    """
+
+    name: str
+    group: str
+    group_size: int
+    description: str = ""
+
+    def build_examples(self, ctx: Any) -> list:
+        """Training examples for this modality's group (personalize.data.Example objects)."""
+        return []
+
+    def respond(self, request: Request, ctx: RespondContext) -> Response:
+        raise NotImplementedError(f"modality {self.name!r} has no responder")
+
+    def no_concept_token(self, backbone: Backbone) -> int | None:
+        """Token whose probability says 'this modality' for a request without a concept
+        (begin-image for images); None: this modality takes the remaining probability."""
+        return None
+
+
+def validation_problem(modality: object) -> str | None:
+    """Why `modality` cannot be used, or None if it is fine."""
+    if not isinstance(modality, Modality):
+        return f"{modality!r} is not a yoc Modality"
+    if not isinstance(modality.name, str) or not NAME_RE.match(modality.name):
+        return f"modality name {modality.name!r} must be 1-64 letters, digits, '-' or '_'"
+    if not isinstance(modality.group, str) or not NAME_RE.match(modality.group):
+        return f"modality {modality.name!r}: group name {modality.group!r} is not valid"
+    size = modality.group_size
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        return f"modality {modality.name!r}: group size {size!r} must be a positive integer"
+    if type(modality).respond is Modality.respond:
+        return f"modality {modality.name!r} does not implement respond()"
+    return None

@@ -1,0 +1,168 @@
+"""Finding and loading plugins: pluggy, entry-point group `yoc`.
+
+First-party modalities (plugins/yoc-text, plugins/yoc-image) are found exactly
+like third-party ones. A plugin that fails to import, register or answer the
+hook is recorded as a `PluginFailure` and skipped; yoc never crashes on it.
+`YOC_LOAD_PLUGINS` (comma-separated entry-point names; empty = none) selects
+which plugins load; unset loads all.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from yoc_assistant.assistant import hookspecs
+from yoc_assistant.assistant.modality import Modality, validation_problem
+from yoc_assistant.errors import UserInputError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "yoc"
+SELECT_ENV = "YOC_LOAD_PLUGINS"
+
+
+@dataclass
+class PluginFailure:
+    name: str
+    reason: str
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    modalities: list[Modality] = field(default_factory=list)
+
+
+def selected_names() -> set[str] | None:
+    """Entry-point names chosen by YOC_LOAD_PLUGINS; None means all."""
+    raw = os.environ.get(SELECT_ENV)
+    if raw is None:
+        return None
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+class PluginManager:
+    """Wraps a pluggy PluginManager; `failures` lists what was skipped and why."""
+
+    def __init__(self, *, load: bool = True) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.failures: list[PluginFailure] = []
+        self._dists: dict[str, tuple[str | None, str | None]] = {}
+        self._modalities: list[Modality] | None = None
+        self._by_plugin: dict[str, list[Modality]] = {}
+        if load:
+            self.load_entry_points()
+
+    # -- loading -----------------------------------------------------------------
+    def load_entry_points(self) -> int:
+        """Import and register every selected entry point of the `yoc` group."""
+        wanted = selected_names()
+        seen: set[str] = set()
+        count = 0
+        for dist in importlib.metadata.distributions():
+            for ep in dist.entry_points:
+                if ep.group != ENTRY_POINT_GROUP or ep.name in seen:
+                    continue
+                seen.add(ep.name)
+                if wanted is not None and ep.name not in wanted:
+                    continue
+                count += self._load_one(ep, dist)
+        for name in sorted((wanted or set()) - seen):
+            self._fail(name, f"selected by {SELECT_ENV} but no installed package has a "
+                             f"'{ENTRY_POINT_GROUP}' entry point of that name")
+        return count
+
+    def _load_one(self, ep: importlib.metadata.EntryPoint,
+                  dist: importlib.metadata.Distribution) -> int:
+        try:
+            plugin = ep.load()
+        except Exception as err:  # noqa: BLE001 - any import error must not crash yoc
+            self._fail(ep.name, f"failed to import {ep.value}: {type(err).__name__}: {err}")
+            return 0
+        meta = dist.metadata
+        return self.register(plugin, ep.name, distribution=meta["Name"] if meta else None,
+                             version=dist.version)
+
+    def register(self, plugin: Any, name: str, *, distribution: str | None = None,
+                 version: str | None = None) -> int:
+        """Register a plugin object; returns 1, or 0 (and records a failure) if it is refused."""
+        if self.pm.has_plugin(name):
+            self._fail(name, "a plugin of this name is already registered")
+            return 0
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as err:  # noqa: BLE001
+            self._fail(name, f"failed to register: {type(err).__name__}: {err}")
+            return 0
+        self._dists[name] = (distribution, version)
+        self._modalities = None
+        return 1
+
+    def _fail(self, name: str, reason: str) -> None:
+        log.warning("plugin %s: %s (skipped)", name, reason)
+        self.failures.append(PluginFailure(name, reason))
+
+    # -- modalities --------------------------------------------------------------
+    def get_modalities(self) -> list[Modality]:
+        """Every valid modality of every registered plugin (names and groups unique).
+
+        Invalid ones, clashes and hooks that raise are recorded in `failures`."""
+        if self._modalities is None:
+            self._collect()
+        return list(self._modalities or [])
+
+    def _collect(self) -> None:
+        names: dict[str, str] = {}
+        groups: dict[str, str] = {}
+        self._modalities, self._by_plugin = [], {}
+        for impl in self.pm.hook.yoc_modalities.get_hookimpls():
+            plugin_name = impl.plugin_name
+            try:
+                found = list(impl.function() or [])
+            except Exception as err:  # noqa: BLE001
+                self._fail(plugin_name, f"yoc_modalities() raised {type(err).__name__}: {err}")
+                continue
+            kept = self._by_plugin.setdefault(plugin_name, [])
+            for modality in found:
+                problem = validation_problem(modality)
+                if problem is None and modality.name in names:
+                    problem = (f"modality name {modality.name!r} is already registered by "
+                               f"plugin {names[modality.name]!r}")
+                if problem is None and modality.group in groups:
+                    problem = (f"token group {modality.group!r} is already owned by "
+                               f"plugin {groups[modality.group]!r}")
+                if problem is not None:
+                    self._fail(plugin_name, problem)
+                    continue
+                names[modality.name] = groups[modality.group] = plugin_name
+                kept.append(modality)
+                self._modalities.append(modality)
+
+    def modality(self, name: str) -> Modality:
+        for modality in self.get_modalities():
+            if modality.name == name:
+                return modality
+        known = ", ".join(m.name for m in self.get_modalities()) or "none (no plugins loaded)"
+        raise UserInputError(f"unknown mode {name!r}; available modalities: {known}")
+
+    def plugins(self) -> list[PluginInfo]:
+        """Registered plugins with their valid modalities, sorted by name."""
+        self.get_modalities()
+        infos = []
+        for name, _plugin in sorted(self.pm.list_name_plugin(), key=lambda item: item[0]):
+            dist, version = self._dists.get(name, (None, None))
+            infos.append(PluginInfo(name, dist, version, list(self._by_plugin.get(name, []))))
+        return infos
+
+    def group_sizes(self) -> dict[str, int]:
+        """Token groups every new concept gets: group name -> size."""
+        return {m.group: m.group_size for m in self.get_modalities()}

@@ -1,0 +1,179 @@
+"""The self-prompting router: one forward pass picks the modality that answers.
+
+With concepts mentioned, the logits at the first answer position are read over
+the first token of each group the mentioned concepts have (the model was trained
+to emit its understanding group before a text answer, its generation group
+before an image); the softmax over those logits gives one probability per
+modality. Without a concept, a modality's `no_concept_token` (begin-image for
+the image modality) is read from the full softmax and the remaining probability
+goes to the text modality. `mode` skips the pass.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from yoc_assistant.assistant.mentions import Mention, mentioned_names, split_mentions
+from yoc_assistant.errors import YocError
+
+if TYPE_CHECKING:
+    from yoc_assistant.assistant.modality import Modality, Request
+    from yoc_assistant.assistant.plugins import PluginManager
+    from yoc_assistant.backbone import Backbone
+
+log = logging.getLogger(__name__)
+
+# Takes what the token-signalled modalities leave when no concept is mentioned.
+DEFAULT_MODALITY = "text"
+
+
+@dataclass
+class RouteDecision:
+    modality: str
+    probabilities: dict[str, float]
+    forced: bool
+    concept: str | None = None  # the mentioned concept whose group won (None: no concept)
+    prompt_ids: list[int] = field(default_factory=list, repr=False)
+
+    def explain(self) -> str:
+        """One line for `--explain`: the choice and the probabilities."""
+        how = "forced by --mode" if self.forced else "chosen by the model"
+        probs = ", ".join(f"{k} {v:.3f}" for k, v in sorted(self.probabilities.items(),
+                                                           key=lambda kv: -kv[1]))
+        about = f" for <{self.concept}>" if self.concept else ""
+        return f"route: {self.modality}{about} ({how}){'; p: ' + probs if probs else ''}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"modality": self.modality, "probabilities": self.probabilities,
+                "forced": self.forced, "concept": self.concept}
+
+
+def concept_groups(concepts: Any, name: str, group: str) -> list[int] | None:
+    """The concept's ids of `group`, or None if it has no such group."""
+    if concepts is None:
+        return None
+    try:
+        ids = list(concepts.group_ids(name, group))
+    except (KeyError, ValueError, LookupError, YocError):
+        return None
+    return ids or None
+
+
+def concept_names(text: str, concepts: Any) -> list[str]:
+    """The loaded concepts `text` mentions, as the ConceptSet names them, in mention order
+    (mentions match names ignoring case, as concept names are unique ignoring case)."""
+    if concepts is None:
+        return []
+    loaded = {str(n).lower(): str(n) for n in concepts.names}
+    return [loaded[m.lower()] for m in mentioned_names(text) if m.lower() in loaded]
+
+
+def request_parts(text: str, concepts: Any) -> list[Any]:
+    """Prompt parts for `bb.prompt_ids`: the personalized prompt of each mentioned
+    concept, then the user text with every `<name>` replaced by its identifier token
+    (a mention of a concept that is not loaded stays as text)."""
+    names = concept_names(text, concepts)
+    parts: list[Any] = [list(concepts.prompt_ids(name)) for name in names]
+    canonical = {n.lower(): n for n in names}
+    for piece in split_mentions(text):
+        if isinstance(piece, Mention) and piece.name.lower() in canonical:
+            parts.append([int(concepts.identifier_id(canonical[piece.name.lower()]))])
+        elif isinstance(piece, Mention):
+            parts.append(f"<{piece.name}>")
+        else:
+            parts.append(piece)
+    return parts
+
+
+class Router:
+    def __init__(self, backbone: Backbone, plugins: PluginManager,
+                 log_path: Path | None = None) -> None:
+        self.backbone = backbone
+        self.plugins = plugins
+        self.log_path = log_path
+
+    def build_prompt(self, request: Request, concepts: Any = None) -> list[int]:
+        """BOS + concept prompts + user text (mentions -> identifiers) + images + separator."""
+        parts = request_parts(request.text, concepts)
+        parts.extend(request.images)
+        return list(self.backbone.prompt_ids(parts, end_turn=True))
+
+    def route(self, request: Request, concepts: Any = None,
+              prompt_ids: list[int] | None = None) -> RouteDecision:
+        """Pick the modality for `request`; `concepts` is the ConceptSet of its mentions."""
+        modalities = self.plugins.get_modalities()
+        if not modalities:
+            raise YocError("no modality plugins are loaded: install plugins/yoc-text and "
+                           "plugins/yoc-image (see `yoc plugins`), or check YOC_LOAD_PLUGINS")
+        names = concept_names(request.text, concepts)
+        if prompt_ids is None:
+            prompt_ids = self.build_prompt(request, concepts)
+        if request.mode:
+            chosen = self.plugins.modality(request.mode)
+            concept = next((n for n in names if concept_groups(concepts, n, chosen.group)), None)
+            decision = RouteDecision(chosen.name, {}, True, concept)
+        else:
+            decision = self._decide(modalities, prompt_ids, concepts, names)
+        decision.prompt_ids = prompt_ids
+        self._log(request, names, decision)
+        return decision
+
+    def _decide(self, modalities: list[Modality], prompt_ids: list[int], concepts: Any,
+                names: list[str]) -> RouteDecision:
+        import torch
+
+        candidates = [(m.name, n, ids[0]) for n in names for m in modalities
+                      if (ids := concept_groups(concepts, n, m.group))]
+        extra = concepts.extra if concepts is not None else None
+        logits = self.backbone.next_token_logits(prompt_ids, extra=extra).float().reshape(-1)
+        if candidates:
+            probs = torch.softmax(logits[[c[2] for c in candidates]], dim=0).tolist()
+            per_modality: dict[str, float] = {}
+            for (modality, _, _), p in zip(candidates, probs, strict=True):
+                per_modality[modality] = per_modality.get(modality, 0.0) + p
+            best = max(per_modality, key=per_modality.__getitem__)
+            concept = max((c for c in zip(candidates, probs, strict=True) if c[0][0] == best),
+                          key=lambda c: c[1])[0][1]
+            return RouteDecision(best, per_modality, False, concept)
+        return self._decide_without_concept(modalities, logits)
+
+    def _decide_without_concept(self, modalities: list[Modality], logits: Any) -> RouteDecision:
+        import torch
+
+        full = torch.softmax(logits, dim=0)
+        per_modality: dict[str, float] = {}
+        for m in modalities:
+            token = m.no_concept_token(self.backbone)
+            if token is not None:
+                per_modality[m.name] = float(full[int(token)])
+        rest = [m.name for m in modalities if m.name not in per_modality]
+        if rest:
+            fallback = DEFAULT_MODALITY if DEFAULT_MODALITY in rest else rest[0]
+            per_modality[fallback] = max(0.0, 1.0 - sum(per_modality.values()))
+        best = max(per_modality, key=per_modality.__getitem__)
+        return RouteDecision(best, per_modality, False, None)
+
+    def _log(self, request: Request, names: list[str], decision: RouteDecision) -> None:
+        log.info("%s", decision.explain())
+        if self.log_path is None:
+            return
+        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "text": request.text,
+                "images": len(request.images), "concepts": names, **decision.to_json()}
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            # One write of one line: a kill leaves at most a partial last line.
+            with open(self.log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(line) + "\n")
+        except OSError as err:
+            log.warning("could not write the router log %s: %s", self.log_path, err)
+
+
+def default_log_path() -> Path:
+    from yoc_assistant.library import paths
+
+    return paths.home() / "logs" / "router.jsonl"

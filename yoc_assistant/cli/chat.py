@@ -1,0 +1,139 @@
+"""`yoc ask` and `yoc draw`: one request to the assistant from the command line."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from yoc_assistant.cli.output import print_json, progress, warn
+from yoc_assistant.cli.runtime import open_backbone, open_library, precision_option
+
+
+def _load_images(paths: tuple[Path, ...]) -> list[Any]:
+    from yoc_assistant.library.ingest import normalize_file
+
+    return [normalize_file(Path(p)).image for p in paths]
+
+
+def _assistant(precision: str, quiet: bool) -> Any:
+    from yoc_assistant.assistant import Assistant, PluginManager
+
+    backbone = open_backbone(precision, quiet=quiet)
+    plugins = PluginManager()
+    for failure in plugins.failures:
+        warn(f"plugin {failure.name} skipped: {failure.reason}")
+    return Assistant(backbone, open_library(), plugins)
+
+
+def _response_json(response: Any) -> dict[str, Any]:
+    return {
+        "modality": response.modality,
+        "text": response.text,
+        "image_paths": [str(p) for p in response.image_paths],
+        "files": [str(p) for p in response.files],
+        "probabilities": response.probabilities,
+        "forced": response.forced,
+        "concept": response.concept,
+    }
+
+
+def _print_files(response: Any) -> None:
+    for path in [*response.image_paths, *response.files]:
+        click.echo(str(path))
+
+
+@click.command()
+@click.argument("text")
+@click.option("--image", "images", multiple=True, type=click.Path(path_type=Path),
+              help="Attach a photo (repeatable).")
+@click.option("--mode", help="Answer with this modality (text, image, or a plugin's) "
+                             "instead of letting the model choose.")
+@click.option("--explain", is_flag=True, help="Show the router's choice and its probabilities.")
+@click.option("--seed", type=int, help="Seed for sampling (repeatable answers).")
+@click.option("--max-tokens", type=click.IntRange(1, 8192), default=256, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path),
+              help="File or folder for pictures, if the answer is a picture.")
+@click.option("--quiet", is_flag=True, help="No progress bars or notes.")
+@precision_option
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, seed: int | None,
+        max_tokens: int, out: Path | None, quiet: bool, precision: str, as_json: bool) -> None:
+    """Ask about TEXT (mention concepts as <name>); the answer is streamed."""
+    from yoc_assistant.assistant import Request
+
+    request = Request(text=text, images=_load_images(images), mode=mode, seed=seed,
+                      max_tokens=max_tokens, out=out)
+    assistant = _assistant(precision, quiet or as_json)
+    streamed: list[str] = []
+
+    def on_route(decision: Any) -> None:
+        if explain and not as_json:
+            click.echo(decision.explain(), err=True)
+        if decision.modality != "text" and not (quiet or as_json):
+            how = "as asked (--mode)" if decision.forced else "chosen by the model"
+            click.echo(f"Answering with {decision.modality} ({how}); files written:", err=True)
+
+    def on_text(piece: str) -> None:
+        streamed.append(piece)
+        if not as_json:
+            click.echo(piece, nl=False)
+
+    # The bar opens only if a modality reports progress (pictures), not while text streams.
+    with contextlib.ExitStack() as stack:
+        bar: list[Any] = []
+
+        def on_progress(done: int, total: int) -> None:
+            if not bar:
+                bar.append(stack.enter_context(progress("Drawing", quiet=quiet or as_json)))
+            bar[0](done, total)
+
+        response = assistant.respond(request, on_text=on_text, on_progress=on_progress,
+                                     on_route=on_route)
+    if as_json:
+        print_json(_response_json(response))
+        return
+    if streamed:
+        click.echo()
+    elif response.text:
+        click.echo(response.text)
+    _print_files(response)
+
+
+@click.command()
+@click.argument("text")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="PNG file or folder (default: the yoc folder in your pictures folder).")
+@click.option("--seed", type=int, help="Seed of the first picture (picture i uses seed+i).")
+@click.option("--n", "n", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="How many pictures.")
+@click.option("--cfg", "cfg", type=click.FloatRange(min=0, min_open=True), default=3.0,
+              show_default=True, help="Classifier-free guidance scale (1.0 = off).")
+@click.option("--explain", is_flag=True,
+              help="Also show what the router would have chosen, with probabilities.")
+@click.option("--quiet", is_flag=True, help="No progress bar or notes.")
+@precision_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def draw(text: str, out: Path | None, seed: int | None, n: int, cfg: float, explain: bool,
+         quiet: bool, precision: str, as_json: bool) -> None:
+    """Draw TEXT (mention concepts as <name>) to PNG files and print their paths."""
+    from yoc_assistant.assistant import Request
+
+    assistant = _assistant(precision, quiet or as_json)
+    routed = None
+    if explain:
+        routed, _ = assistant.route(Request(text=text))
+        if not as_json:
+            click.echo(routed.explain(), err=True)
+    request = Request(text=text, mode="image", seed=seed, n=n, cfg_scale=cfg, out=out)
+    with progress(f"Drawing {n} picture{'s' if n > 1 else ''}", quiet=quiet or as_json) as on_progress:
+        response = assistant.respond(request, on_progress=on_progress)
+    if as_json:
+        data = _response_json(response)
+        if routed is not None:
+            data["router"] = routed.to_json()
+        print_json(data)
+        return
+    _print_files(response)
