@@ -1,0 +1,144 @@
+"""Network calls: embeddings and head with extra rows, the KV cache, padded batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from yoc_assistant.backbone import Backbone, ExtraTokens
+from yoc_assistant.errors import UserInputError
+
+CHECKPOINT = Path(__file__).parent / "data" / "tiny-anole-a" / "checkpoint"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; on a busy 2-core machine, by far."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def bb(one_thread: None) -> Backbone:
+    return Backbone.load(str(CHECKPOINT), precision="fp32", device="cpu")
+
+
+def make_extra(bb: Backbone, rows: int = 3, seed: int = 0, grad: bool = False) -> ExtraTokens:
+    gen = torch.Generator().manual_seed(seed)
+    inp = torch.randn(rows, bb.hidden_size, generator=gen) * 0.1
+    out = torch.randn(rows, bb.hidden_size, generator=gen) * 0.1
+    return ExtraTokens(inp.requires_grad_(grad), out.requires_grad_(grad))
+
+
+def test_embed_uses_table_below_vocab_and_extra_rows_above(bb: Backbone) -> None:
+    extra = make_extra(bb)
+    v = bb.vocab_size
+    ids = torch.tensor([[3, v, 7, v + 2]])
+    emb = bb.embed(ids, extra)
+    table = bb.model.model.embed_tokens.weight
+    assert emb.shape == (1, 4, bb.hidden_size)
+    assert emb.dtype == table.dtype
+    assert torch.equal(emb[0, 0], table[3])
+    assert torch.equal(emb[0, 2], table[7])
+    assert torch.equal(emb[0, 1], extra.input_rows[0])
+    assert torch.equal(emb[0, 3], extra.input_rows[2])
+
+
+def test_embed_is_differentiable_in_the_extra_rows_only_where_used(bb: Backbone) -> None:
+    extra = make_extra(bb, grad=True)
+    v = bb.vocab_size
+    emb = bb.embed(torch.tensor([[1, v + 1, 2]]), extra)
+    emb.sum().backward()
+    grad = extra.input_rows.grad
+    assert grad is not None
+    assert torch.all(grad[1] == 1.0)
+    assert torch.all(grad[0] == 0) and torch.all(grad[2] == 0)
+    assert all(p.grad is None for p in bb.model.parameters())
+
+
+def test_logits_append_the_extra_rows(bb: Backbone) -> None:
+    extra = make_extra(bb, rows=4, grad=True)
+    hidden = torch.randn(2, 5, bb.hidden_size)
+    out = bb.logits(hidden, extra)
+    assert out.shape == (2, 5, bb.vocab_size + 4)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out[..., : bb.vocab_size], bb.model.lm_head(hidden))
+    torch.testing.assert_close(out[..., bb.vocab_size:], hidden @ extra.output_rows.T)
+    out[..., bb.vocab_size + 2].sum().backward()
+    assert extra.output_rows.grad is not None
+    assert extra.output_rows.grad[2].abs().sum() > 0
+    assert extra.output_rows.grad[[0, 1, 3]].abs().sum() == 0
+    assert bb.logits(hidden).shape == (2, 5, bb.vocab_size)
+
+
+def test_forward_ids_with_extra_equals_forward_embeds(bb: Backbone) -> None:
+    extra = make_extra(bb)
+    v = bb.vocab_size
+    ids = torch.tensor([[bb.special.bos, 5, v, v + 1, 9]])
+    with torch.no_grad():
+        a, _ = bb.forward(ids, extra=extra)
+        b, _ = bb.forward(embeds=bb.embed(ids, extra), extra=extra)
+        c, _ = bb.forward(ids[:, :2], extra=extra)
+    assert a.shape == (1, 5, v + len(extra))
+    torch.testing.assert_close(a, b)
+    # causal: the first positions do not see the extra rows that come later
+    torch.testing.assert_close(a[:, :2], c, rtol=1e-4, atol=1e-5)
+
+
+def test_extra_rows_change_the_output(bb: Backbone) -> None:
+    v = bb.vocab_size
+    ids = torch.tensor([[bb.special.bos, 5, v, 9]])
+    with torch.no_grad():
+        a, _ = bb.forward(ids, extra=make_extra(bb, seed=0))
+        b, _ = bb.forward(ids, extra=make_extra(bb, seed=1))
+    assert not torch.allclose(a[0, -1, :v], b[0, -1, :v])
+
+
+@pytest.mark.parametrize("bad", [[-1], [10_000]])
+def test_ids_out_of_range_are_refused(bb: Backbone, bad: list[int]) -> None:
+    with pytest.raises(UserInputError, match="outside"):
+        bb.embed(torch.tensor([[1, 2] + bad]))
+    with pytest.raises(UserInputError, match="outside"):
+        bb.forward(torch.tensor([[1] + bad]))
+
+
+def test_extra_id_without_extra_rows_is_refused(bb: Backbone) -> None:
+    with pytest.raises(UserInputError, match="0 extra row"):
+        bb.embed(torch.tensor([[1, bb.vocab_size]]))
+    extra = make_extra(bb, rows=2)
+    with pytest.raises(UserInputError):
+        bb.embed(torch.tensor([[1, bb.vocab_size + 2]]), extra)
+
+
+def test_kv_cache_decode_equals_full_recompute(bb: Backbone) -> None:
+    extra = make_extra(bb)
+    v = bb.vocab_size
+    seq = torch.tensor([[bb.special.bos, 4, v + 2, 17, 30, bb.special.sep, bb.special.boi, 70, 90, 120]])
+    with torch.no_grad():
+        full, _ = bb.forward(seq, extra=extra)
+        logits, cache = bb.forward(seq[:, :6], extra=extra, use_cache=True)
+        steps = [logits[:, -1]]
+        for t in range(6, seq.shape[1]):
+            logits, cache = bb.forward(seq[:, t:t + 1], extra=extra, cache=cache, use_cache=True)
+            steps.append(logits[:, -1])
+    got = torch.stack(steps[:-1], dim=1)
+    torch.testing.assert_close(got, full[:, 5:-1], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(steps[-1], full[:, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_left_padded_batch_with_mask_and_positions_equals_single_rows(bb: Backbone) -> None:
+    pad = bb.special.pad
+    rows = [[bb.special.bos, 4, 5, 6, 7, 8], [bb.special.bos, 9, 10]]
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        batch, _ = bb.forward(ids, attention_mask=mask, position_ids=positions)
+        for i, r in enumerate(rows):
+            alone, _ = bb.forward(torch.tensor([r]))
+            torch.testing.assert_close(batch[i, width - len(r):], alone[0], rtol=1e-4, atol=1e-4)

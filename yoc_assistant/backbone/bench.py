@@ -1,0 +1,173 @@
+"""Speed figures of a loaded backbone: prefill, image tokens (with and without CFG),
+seconds per image, VQ decode, text tokens per second, peak memory.
+
+Each timed run follows an untimed warm-up run of the same shape, so compilation
+(CUDA graphs on a GPU) is reported apart as `first_call_s` and never counted in
+the steady figures.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from yoc_assistant.backbone.core import Backbone
+
+PROMPT = "a photo of a small dog reading a book in a library, in the style of a watercolor painting"
+
+
+def _sync(bb: Backbone) -> None:
+    if torch.device(bb.device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(bb: Backbone, fn: Callable[[], Any]) -> tuple[float, Any]:
+    _sync(bb)
+    start = time.perf_counter()
+    out = fn()
+    _sync(bb)
+    return time.perf_counter() - start, out
+
+
+def bench_prefill(bb: Backbone, length: int, repeats: int = 3) -> float:
+    """Milliseconds to encode a prompt of `length` tokens (median of `repeats`)."""
+    from yoc_assistant.backbone import network
+
+    ids = torch.randint(0, int(bb.vocab_size), (1, length))
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            dt, _ = _timed(bb, lambda: network.forward(bb, ids, use_cache=True))
+            times.append(dt)
+    times = sorted(times[1:])
+    return times[len(times) // 2] * 1000
+
+
+def bench_image(bb: Backbone, prompt: list[int], tokens: int, cfg_scale: float, n: int = 1) -> dict[str, Any]:
+    """Draw `tokens` image tokens twice (warm-up, timed); per-token and per-image figures."""
+    from yoc_assistant.backbone.generation import image_prompt
+    from yoc_assistant.backbone.imagegen import sample_image_ids
+
+    full = image_prompt(bb, prompt, None, "prompt")
+    uncond = None if cfg_scale == 1.0 else [int(bb.special.bos), int(bb.special.boi)]
+    marks: dict[int, float] = {}
+
+    def run() -> torch.Tensor:
+        marks.clear()
+        return sample_image_ids(
+            bb, full, uncond, n=n, extra=None, cfg_scale=cfg_scale, temperature=1.0, top_p=0.9,
+            top_k=0, seeds=list(range(n)), tokens=tokens,
+            on_progress=lambda done, total: marks.setdefault(done, time.perf_counter()))
+
+    first, _ = _timed(bb, run)
+    start = time.perf_counter()
+    total, _ = _timed(bb, run)
+    end = start + total
+    # The first token comes from the prefill; the rest are decode steps.
+    prefill_s = marks[1] - start
+    per_token = (end - marks[1]) / max(tokens - 1, 1)
+    seq = int(bb.image_seq_length)
+    return {
+        "cfg_scale": cfg_scale, "images": n, "rows": n * (1 if uncond is None else 2),
+        "tokens": tokens, "first_call_s": round(first, 3),
+        "prefill_ms": round(prefill_s * 1000, 2), "ms_per_token": round(per_token * 1000, 3),
+        "s_per_image": round(prefill_s + per_token * (seq - 1), 3),
+    }
+
+
+def bench_decode(bb: Backbone, n: int = 1) -> float | None:
+    """Milliseconds for the VQ decoder to turn n token grids into pictures (None: no decoder)."""
+    if not bb.has_decoder:
+        return None
+    ids = bb.image_vocab.bpe_ids[torch.randint(0, len(bb.image_vocab), (n, int(bb.image_seq_length)))]
+    bb.decode_images(ids)  # warm-up: builds the decoder
+    dt, _ = _timed(bb, lambda: bb.decode_images(ids))
+    return round(dt * 1000, 2)
+
+
+def bench_text(bb: Backbone, tokens: int) -> dict[str, Any]:
+    """Sampled text, warm-up then timed; tokens per second of the decode loop."""
+    prompt = bb.prompt_ids([PROMPT])
+    bb.generate_text(prompt, max_new_tokens=min(tokens, 8), seed=0, temperature=1.0, top_p=1.0)
+    prefill_ms = bench_prefill(bb, len(prompt))
+    dt, out = _timed(bb, lambda: bb.generate_text(prompt, max_new_tokens=tokens, seed=0,
+                                                   temperature=1.0, top_p=1.0))
+    made = len(out.ids) + (0 if out.finish_reason == "length" else 1)
+    decode_s = max(dt - prefill_ms / 1000, 1e-9)
+    return {"tokens": made, "finish_reason": out.finish_reason, "seconds": round(dt, 3),
+            "tokens_per_s": round(made / decode_s, 1)}
+
+
+def peak_memory_mb(bb: Backbone) -> dict[str, Any]:
+    if torch.device(bb.device).type == "cuda":
+        return {"kind": "cuda max_memory_allocated",
+                "mb": round(torch.cuda.max_memory_allocated(bb.device) / 2**20, 1)}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    mb = rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+    return {"kind": "process peak RSS", "mb": round(mb, 1)}
+
+
+def machine(bb: Backbone) -> str:
+    if torch.device(bb.device).type == "cuda":
+        return torch.cuda.get_device_name(bb.device)
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)"
+
+
+def run_bench(bb: Backbone, *, image_tokens: int | None = None, text_tokens: int = 32,
+              images: int = 1, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """All figures for `bb` as one JSON-ready dict."""
+    from yoc_assistant.backbone.imagegen import compile_wanted
+
+    step = on_step or (lambda _name: None)
+    if torch.device(bb.device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(bb.device)
+    seq = int(bb.image_seq_length)
+    tokens = seq if image_tokens is None else max(2, min(int(image_tokens), seq))
+    prompt = bb.prompt_ids([PROMPT])
+    result: dict[str, Any] = {
+        "backbone": bb.name, "source": bb.source, "device": str(bb.device), "machine": machine(bb),
+        "precision": bb.precision, "torch": torch.__version__,
+        "parameters_m": round(sum(p.numel() for p in bb.model.parameters()) / 1e6, 2),
+        "image_seq_length": seq, "compiled_step": compile_wanted(bb),
+    }
+    step("prefill")
+    result["prefill_ms"] = {str(n): round(bench_prefill(bb, n), 2) for n in (len(prompt), len(prompt) + seq + 2)}
+    step("image tokens with CFG")
+    result["image_cfg"] = bench_image(bb, prompt, tokens, cfg_scale=3.0, n=images)
+    step("image tokens without CFG")
+    result["image_no_cfg"] = bench_image(bb, prompt, tokens, cfg_scale=1.0, n=images)
+    step("VQ decode")
+    result["vq_decode_ms"] = bench_decode(bb, images)
+    step("text")
+    result["text"] = bench_text(bb, text_tokens)
+    result["peak_memory"] = peak_memory_mb(bb)
+    return result
+
+
+def table_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) pairs for a human-readable table."""
+    cfg, plain, text = result["image_cfg"], result["image_no_cfg"], result["text"]
+    rows = [
+        ("backbone", f"{result['backbone']} ({result['precision']}, {result['parameters_m']} M params)"),
+        ("device", f"{result['device']}: {result['machine']}"),
+        ("compiled decode step", "yes" if result["compiled_step"] else "no"),
+    ]
+    rows += [(f"prefill, {n} tokens", f"{ms:.1f} ms") for n, ms in result["prefill_ms"].items()]
+    for label, r in (("image, CFG 3.0", cfg), ("image, no CFG", plain)):
+        rows.append((f"{label}: ms / image token", f"{r['ms_per_token']:.2f} ms ({r['rows']} rows)"))
+        rows.append((f"{label}: s / image ({result['image_seq_length']} tokens)",
+                     f"{r['s_per_image']:.2f} s (first call {r['first_call_s']:.2f} s)"))
+    if result["vq_decode_ms"] is not None:
+        rows.append(("VQ decode, per call", f"{result['vq_decode_ms']:.1f} ms"))
+    rows.append(("text", f"{text['tokens_per_s']:.1f} tokens/s ({text['tokens']} tokens)"))
+    rows.append((f"peak memory ({result['peak_memory']['kind']})", f"{result['peak_memory']['mb']:.0f} MB"))
+    if "train" in result:
+        rows.append(("training", str(result["train"])))
+    return rows

@@ -1,0 +1,221 @@
+"""Decoding: the router's one forward pass, constrained text, constrained images.
+
+Text (spec §8, Meta's text rule): image tokens, BOI, EOI and special `<...>` tokens
+are forbidden; EOS, the end-of-turn separator and the caller's `stop_ids` end the
+answer; extra (concept) rows are forbidden unless the caller allows them.
+Images (spec §7/§8): the prompt is made to end with BOI, exactly `image_seq_length`
+image tokens are drawn from the image vocabulary only, with classifier-free guidance
+against an unconditional prompt ([BOS, BOI] by default); EOI closes the block and is
+never fed. The loop itself lives in `imagegen.py`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from yoc_assistant.backbone import network
+from yoc_assistant.backbone.core import GeneratedImages, GeneratedText
+from yoc_assistant.backbone.sampling import NoiseStream, check_options, select, warp
+from yoc_assistant.errors import UserInputError
+
+if TYPE_CHECKING:
+    from yoc_assistant.backbone.core import Backbone, ExtraTokens
+
+
+def prompt_tensor(bb: Backbone, prompt_ids: Sequence[int], extra: ExtraTokens | None,
+                  what: str = "prompt") -> torch.Tensor:
+    """Validate a prompt (non-empty, ids in [0, V+E)) and return it as a LongTensor [T]."""
+    try:
+        ids = torch.as_tensor(list(prompt_ids), dtype=torch.long)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise UserInputError(f"{what} must be a list of token ids: {err}") from None
+    if ids.dim() != 1 or ids.numel() == 0:
+        raise UserInputError(f"{what} is empty: it needs at least one token id")
+    network.check_ids(bb, ids, extra, what)
+    return ids
+
+
+def next_token_logits(bb: Backbone, prompt_ids: Sequence[int],
+                      extra: ExtraTokens | None = None) -> torch.Tensor:
+    """Float32 logits [V+E] (on the CPU) for the token after the prompt: one pass, no cache."""
+    ids = prompt_tensor(bb, prompt_ids, extra)
+    with torch.inference_mode():
+        logits, _ = network.forward(bb, ids.unsqueeze(0), extra=extra)
+    return logits[0, -1].float().cpu()
+
+
+# -- text -------------------------------------------------------------------------------
+def special_mask(bb: Backbone) -> torch.Tensor:
+    """Bool [vocab_size]: image tokens and `<...>` special tokens (cached on the backbone)."""
+    cached = getattr(bb, "_yoc_special_mask", None)
+    if cached is not None:
+        return cached
+    mask = bb.image_vocab.mask(bb.vocab_size).clone()
+    special = [t for t, tok in getattr(bb.tokenizer, "added_tokens_decoder", {}).items() if tok.special]
+    # Chameleon's reserved tokens are named `<...>` whether or not the tokenizer flags them.
+    special += [t for name, t in bb.tokenizer.get_vocab().items()
+                if len(name) > 2 and name[0] == "<" and name[-1] == ">" and " " not in name]
+    for tok in special:
+        if 0 <= tok < bb.vocab_size:
+            mask[tok] = True
+    for tok in bb.special.ids():
+        mask[tok] = True
+    bb._yoc_special_mask = mask
+    return mask
+
+
+def text_forbidden(bb: Backbone, extra: ExtraTokens | None, allowed: set[int]) -> torch.Tensor:
+    """Bool [V+E], True where text decoding may not go."""
+    rows = len(extra) if extra is not None else 0
+    mask = torch.cat([special_mask(bb), torch.ones(rows, dtype=torch.bool)])
+    keep = [t for t in allowed if 0 <= t < mask.numel()]
+    if keep:
+        mask[torch.tensor(keep)] = False
+    return mask
+
+
+class TextStream:
+    """Turns tokens into text pieces as they come.
+
+    Decodes a small window (the previous piece's tokens plus the new ones) and emits
+    only the growth, holding back while the text ends in an incomplete character
+    (U+FFFD), so byte-level tokenizers and leading-space rules come out right.
+    """
+
+    def __init__(self, decode: Callable[[Sequence[int]], str], on_token: Callable[[str], None] | None):
+        self.decode = decode
+        self.on_token = on_token
+        self.ids: list[int] = []
+        self.prefix = 0
+        self.read = 0
+        self.emitted: list[str] = []
+
+    def push(self, tok: int) -> None:
+        self.ids.append(tok)
+        before = self.decode(self.ids[self.prefix:self.read])
+        after = self.decode(self.ids[self.prefix:])
+        if len(after) > len(before) and not after.endswith("\ufffd") and after.startswith(before):
+            self._emit(after[len(before):])
+            self.prefix, self.read = self.read, len(self.ids)
+
+    def finish(self) -> str:
+        """The whole text; emits whatever was held back so the pieces join to it."""
+        text = self.decode(self.ids)
+        sent = "".join(self.emitted)
+        if text.startswith(sent) and len(text) > len(sent):
+            self._emit(text[len(sent):])
+        return text
+
+    def _emit(self, piece: str) -> None:
+        self.emitted.append(piece)
+        if self.on_token is not None:
+            self.on_token(piece)
+
+
+def text_decoder(bb: Backbone, names: Mapping[int, str] | None) -> Callable[[Sequence[int]], str]:
+    """ids -> text; extra ids (only present when allowed) render as `names[id]`."""
+    vocab = int(bb.vocab_size)
+
+    def decode(ids: Sequence[int]) -> str:
+        out, run = [], []
+        for tok in ids:
+            if tok < vocab:
+                run.append(tok)
+                continue
+            if run:
+                out.append(bb.detokenize(run))
+                run = []
+            out.append((names or {}).get(tok, f"<extra:{tok - vocab}>"))
+        if run:
+            out.append(bb.detokenize(run))
+        return "".join(out)
+
+    return decode
+
+
+def generate_text(bb: Backbone, prompt_ids: Sequence[int], *, extra: ExtraTokens | None = None,
+                  max_new_tokens: int = 256, temperature: float = 0.7, top_p: float = 0.9,
+                  top_k: int = 0, seed: int | None = None, on_token: Callable[[str], None] | None = None,
+                  stop_ids: Sequence[int] = (), allow_ids: Sequence[int] = (),
+                  extra_names: Mapping[int, str] | None = None) -> GeneratedText:
+    """Sample a text answer after the prompt (temperature 0 = greedy).
+
+    Stops on EOS ("eos"), on the end-of-turn separator or any of `stop_ids` ("stop"),
+    or after `max_new_tokens` ("length"); stop tokens are not part of the result.
+    `allow_ids` lets extra (concept) ids into the answer, rendered via `extra_names`.
+    """
+    ids = prompt_tensor(bb, prompt_ids, extra)
+    check_options(temperature, top_p, top_k)
+    if max_new_tokens < 1:
+        raise UserInputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    eos = int(bb.special.eos)
+    stops = {int(t) for t in stop_ids} | {int(bb.special.sep)}
+    forbidden = text_forbidden(bb, extra, stops | {eos} | {int(t) for t in allow_ids})
+    limit = forbidden.numel()
+    greedy = temperature <= 0
+    noise = None if greedy else NoiseStream(secrets.randbits(31) if seed is None else seed, limit)
+    stream = TextStream(text_decoder(bb, extra_names), on_token)
+    reason = "length"
+    device = network.embedding_layer(bb).weight.device
+    forbidden = forbidden.to(device)
+    with torch.inference_mode():
+        logits, cache = network.forward(bb, ids.unsqueeze(0), extra=extra, use_cache=True)
+        for step in range(max_new_tokens):
+            last = logits[0, -1].masked_fill(forbidden, float("-inf"))
+            uniform = None if noise is None else noise.next().to(device)
+            tok = int(select(warp(last, temperature, top_k, top_p), uniform, greedy))
+            if tok == eos or tok in stops:
+                reason = "eos" if tok == eos else "stop"
+                break
+            stream.push(tok)
+            if step + 1 < max_new_tokens:
+                feed = torch.tensor([[tok]], device=device)
+                logits, cache = network.forward(bb, feed, extra=extra, cache=cache, use_cache=True)
+    text = stream.finish()
+    return GeneratedText(ids=list(stream.ids), text=text, finish_reason=reason)
+
+
+# -- images ------------------------------------------------------------------------------
+def image_prompt(bb: Backbone, prompt_ids: Sequence[int], extra: ExtraTokens | None,
+                 what: str) -> list[int]:
+    """Validated prompt ids ending with BOI (appended when missing)."""
+    ids = prompt_tensor(bb, prompt_ids, extra, what).tolist()
+    boi = int(bb.special.boi)
+    return ids if ids[-1] == boi else ids + [boi]
+
+
+def generate_images(bb: Backbone, prompt_ids: Sequence[int], *, n: int = 1,
+                    extra: ExtraTokens | None = None, cfg_scale: float = 3.0,
+                    temperature: float = 1.0, top_p: float = 0.9, top_k: int = 0,
+                    seed: int | None = None, on_progress: Callable[[int, int], None] | None = None,
+                    uncond_ids: Sequence[int] | None = None, decode: bool = True,
+                    compiled: bool | None = None) -> GeneratedImages:
+    """Draw `n` images in one batch. Image i samples from its own stream seeded
+    `seed + i` (recorded in `.seeds`), so any image can be redrawn alone.
+
+    cfg_scale 1.0 turns guidance off (no unconditional rows). `uncond_ids` replaces
+    the default unconditional prompt [BOS] (BOI is appended); it may not hold extra ids.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise UserInputError(f"n (number of images) must be a positive integer, got {n!r}")
+    check_options(temperature, top_p, top_k)
+    if not cfg_scale > 0:
+        raise UserInputError(f"cfg_scale must be > 0 (1.0 = no guidance), got {cfg_scale}")
+    prompt = image_prompt(bb, prompt_ids, extra, "prompt")
+    uncond = None
+    if cfg_scale != 1.0:
+        base = [int(bb.special.bos)] if uncond_ids is None else list(uncond_ids)
+        uncond = image_prompt(bb, base, None, "unconditional prompt")
+    base_seed = secrets.randbits(31) if seed is None else int(seed)
+    seeds = [base_seed + i for i in range(n)]
+    from yoc_assistant.backbone.imagegen import sample_image_ids
+
+    ids = sample_image_ids(bb, prompt, uncond, n=n, extra=extra, cfg_scale=float(cfg_scale),
+                           temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
+                           seeds=seeds, on_progress=on_progress, compiled=compiled)
+    images = bb.decode_images(ids) if decode else []
+    return GeneratedImages(ids=ids, images=images, seeds=seeds)

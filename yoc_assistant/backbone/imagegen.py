@@ -1,0 +1,286 @@
+"""The image-token decoding loop: static KV cache, batched CFG rows, one step per token.
+
+Rows: n conditional rows (the prompt) and, with CFG, n unconditional rows, left-padded
+to one length. Pads are never attended to: every forward gets an explicit additive
+4-D mask (row b may attend to cache slot k iff k is not a pad of row b and k <= the
+query's slot), and position ids count from each row's first real token. The prompt is
+encoded once (prefill, eager); each later step feeds one token per row.
+
+The step (forward, image-row logits, CFG mix, temperature/top-k/top-p, Gumbel-max
+draw) is a pure function of tensors with fixed shapes, so on CUDA it is compiled with
+torch.compile(mode="reduce-overhead") (CUDA graphs) and the same function runs eagerly
+on the CPU: one code path, same math.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from yoc_assistant.backbone import network
+from yoc_assistant.backbone.sampling import filter_logits, select
+
+if TYPE_CHECKING:
+    from yoc_assistant.backbone.core import Backbone, ExtraTokens
+
+log = logging.getLogger(__name__)
+
+CAPACITY_STEP = 64  # cache length is rounded up to this, so nearby prompt lengths share a compiled step
+_COMPILABLE = {"bf16", "fp16", "fp32"}
+
+
+def compile_wanted(bb: Backbone) -> bool:
+    """Compile the step on CUDA for unquantized weights, unless YOC_COMPILE=0."""
+    if os.environ.get("YOC_COMPILE", "1") == "0":
+        return False
+    return torch.device(bb.device).type == "cuda" and getattr(bb, "precision", "bf16") in _COMPILABLE
+
+
+def image_head(bb: Backbone) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(image ids on device, head rows of the image ids or None).
+
+    Only the image rows of the head are computed while drawing (an eighth of Anole's
+    head). A quantized head (not a plain float Linear) falls back to the full head.
+    """
+    cached = getattr(bb, "_yoc_image_head", None)
+    if cached is not None:
+        return cached
+    head = bb.model.lm_head
+    ids = bb.image_vocab.bpe_ids.to(head.weight.device)
+    rows = None
+    if type(head) is torch.nn.Linear and head.weight.is_floating_point() and head.bias is None:
+        with torch.no_grad():
+            rows = head.weight.detach()[ids].contiguous()
+    bb._yoc_image_head = (ids, rows)
+    return ids, rows
+
+
+class ImageEngine:
+    """Static cache + step for one (rows, capacity) shape; reused across calls."""
+
+    def __init__(self, bb: Backbone, rows: int, capacity: int, compiled: bool) -> None:
+        from transformers import StaticCache
+
+        self.bb = bb
+        self.rows = rows
+        self.capacity = capacity
+        device = bb.model.model.embed_tokens.weight.device
+        self.device = device
+        self.dtype = bb.model.model.embed_tokens.weight.dtype
+        self.cache = StaticCache(config=bb.model.config, max_cache_len=capacity)
+        self.slots = torch.arange(capacity, device=device)
+        # Filled per call in place (fixed addresses for CUDA graphs).
+        self.valid = torch.zeros(rows, capacity, dtype=torch.bool, device=device)
+        self.pads = torch.zeros(rows, dtype=torch.long, device=device)
+        self.img_ids, self.img_rows = image_head(bb)
+        self.compiled = compiled
+        self.step_fn: Callable[..., torch.Tensor] = self._step
+        if compiled:
+            torch._dynamo.mark_static_address(self.valid)
+            torch._dynamo.mark_static_address(self.pads)
+            mode = os.environ.get("YOC_COMPILE_MODE", "reduce-overhead")  # or max-autotune
+            self.step_fn = torch.compile(self._step, mode=mode, dynamic=False)
+
+    # -- pieces of the step ---------------------------------------------------------
+    def mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """Bool [R, Q, K] -> additive float [R, 1, Q, K] in the model's dtype."""
+        low = torch.finfo(self.dtype).min
+        zero = torch.zeros((), dtype=self.dtype, device=allowed.device)
+        return torch.where(allowed, zero, torch.full_like(zero, low)).unsqueeze(1)
+
+    def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [R, H] -> float32 logits over the image ids [R, K]."""
+        if self.img_rows is not None:
+            return (hidden @ self.img_rows.T).float()
+        return self.bb.model.lm_head(hidden).float()[:, self.img_ids]
+
+    def choose(self, hidden: torch.Tensor, noise: torch.Tensor, knobs: dict[str, Any]) -> torch.Tensor:
+        """Last hidden states [R, H] -> the next image-token id per image [n]."""
+        logits = self.image_logits(hidden)
+        n = knobs["n"]
+        if knobs["cfg"]:
+            cond, uncond = logits[:n], logits[n:]
+            logits = uncond + knobs["scale"] * (cond - uncond)
+        if knobs["greedy"]:
+            return self.img_ids[torch.argmax(logits, dim=-1)]
+        top_p = knobs["top_p"] if knobs["use_top_p"] else None
+        x = filter_logits(logits / knobs["temperature"], knobs["top_k"], top_p)
+        return self.img_ids[select(x, noise, greedy=False)]
+
+    def hidden(self, tok: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+        """Feed tok [R, 1] at cache slot `cur` (0-d); return the last hidden states [R, H]."""
+        embeds = self.bb.model.model.embed_tokens(tok)
+        positions = (cur - self.pads).clamp(min=0).unsqueeze(1)
+        allowed = (self.valid & (self.slots <= cur)).unsqueeze(1)
+        hidden, _ = network.base_forward(self.bb, embeds, attention_mask=self.mask(allowed),
+                                         position_ids=positions, cache=self.cache, use_cache=True)
+        return hidden[:, -1]
+
+    def _step(self, tok: torch.Tensor, cur: torch.Tensor, noise: torch.Tensor,
+              knobs: dict[str, Any]) -> torch.Tensor:
+        """One decoding step: the next image-token id per image [n]."""
+        return self.choose(self.hidden(tok, cur), noise, knobs)
+
+    # -- one call -------------------------------------------------------------------
+    def prefill(self, rows: list[list[int]], extra: ExtraTokens | None) -> torch.Tensor:
+        """Reset the cache, encode the left-padded prompts; return the last hidden [R, H]."""
+        width = max(len(r) for r in rows)
+        pad = int(self.bb.special.pad)
+        ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows], device=self.device)
+        pads = torch.tensor([width - len(r) for r in rows], device=self.device)
+        self.cache.reset()
+        self.pads.copy_(pads)
+        self.valid.copy_(self.slots.unsqueeze(0) >= pads.unsqueeze(1))
+        query = torch.arange(width, device=self.device)
+        causal = self.slots.unsqueeze(0) <= query.unsqueeze(1)  # [Q, K]
+        # A pad query may see itself, so no row is fully masked (no NaN leaks).
+        allowed = (self.valid.unsqueeze(1) & causal) | (self.slots.unsqueeze(0) == query.unsqueeze(1))
+        positions = (query.unsqueeze(0) - pads.unsqueeze(1)).clamp(min=0)
+        embeds = network.embed(self.bb, ids, extra)
+        hidden, _ = network.base_forward(self.bb, embeds, attention_mask=self.mask(allowed),
+                                         position_ids=positions, cache=self.cache, use_cache=True)
+        return hidden[:, -1]
+
+
+def get_engine(bb: Backbone, rows: int, needed: int, compiled: bool) -> ImageEngine:
+    capacity = -(-needed // CAPACITY_STEP) * CAPACITY_STEP
+    engine: ImageEngine | None = getattr(bb, "_yoc_image_engine", None)
+    if engine is None or (engine.rows, engine.capacity, engine.compiled) != (rows, capacity, compiled):
+        engine = None
+        bb._yoc_image_engine = None  # free the old cache first
+        engine = ImageEngine(bb, rows, capacity, compiled)
+        bb._yoc_image_engine = engine
+    return engine
+
+
+def release(bb: Backbone) -> None:
+    """Free the image engine's KV cache and compiled step (e.g. before training on the GPU)."""
+    bb._yoc_image_engine = None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def draw_noise(seeds: Sequence[int], steps: int, width: int, device: torch.device) -> torch.Tensor:
+    """Uniform noise [steps, n, width]: image i's values depend only on seeds[i]."""
+    per_image = [torch.rand(steps, width, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    return torch.stack(per_image, dim=1).to(device)
+
+
+def sample_image_ids(bb: Backbone, prompt: list[int], uncond: list[int] | None, *, n: int,
+                     extra: ExtraTokens | None, cfg_scale: float, temperature: float, top_p: float,
+                     top_k: int, seeds: Sequence[int], on_progress: Callable[[int, int], None] | None,
+                     compiled: bool | None = None, record: list[torch.Tensor] | None = None,
+                     tokens: int | None = None) -> torch.Tensor:
+    """Image-token ids [n, image_seq_length] (on the CPU). `prompt` ends with BOI.
+
+    `uncond` (ending with BOI) turns CFG on; None turns it off. `record`, if given,
+    receives the sampled step's float logits per step (tests compare them with a
+    full recompute); it forces the eager path. `tokens` draws fewer tokens than an
+    image has (benchmarks only: the result is not a decodable image).
+    """
+    total = int(bb.image_seq_length) if tokens is None else int(tokens)
+    compiled = compile_wanted(bb) if compiled is None else compiled
+    if record is not None:
+        compiled = False
+    rows = [prompt] * n + ([uncond] * n if uncond is not None else [])
+    needed = max(len(r) for r in rows) + total
+    with _lock(bb):
+        return _sample(bb, rows, total, needed, compiled, n=n, extra=extra, cfg_scale=cfg_scale,
+                       temperature=temperature, top_p=top_p, top_k=top_k, seeds=seeds,
+                       on_progress=on_progress, record=record)
+
+
+def _lock(bb: Backbone) -> threading.Lock:
+    """One image decode at a time per backbone: the engine's cache is shared state."""
+    lock = getattr(bb, "_yoc_image_lock", None)
+    if lock is None:
+        lock = bb._yoc_image_lock = threading.Lock()
+    return lock
+
+
+def _sample(bb: Backbone, rows: list[list[int]], total: int, needed: int, compiled: bool, *, n: int,
+            extra: ExtraTokens | None, cfg_scale: float, temperature: float, top_p: float, top_k: int,
+            seeds: Sequence[int], on_progress: Callable[[int, int], None] | None,
+            record: list[torch.Tensor] | None) -> torch.Tensor:
+    try:
+        engine = get_engine(bb, len(rows), needed, compiled)
+        return _run(engine, rows, total, n=n, extra=extra, cfg_scale=cfg_scale, temperature=temperature,
+                    top_p=top_p, top_k=top_k, seeds=seeds, on_progress=on_progress, record=record)
+    except CompiledStepFailed as failure:  # a compiler failure must not cost the user the picture
+        err = failure.__cause__
+        log.warning("compiled image decoding failed (%s: %s); decoding without compile",
+                    type(err).__name__, err)
+        bb._yoc_image_engine = None
+        engine = get_engine(bb, len(rows), needed, False)
+        return _run(engine, rows, total, n=n, extra=extra, cfg_scale=cfg_scale, temperature=temperature,
+                    top_p=top_p, top_k=top_k, seeds=seeds, on_progress=on_progress, record=record)
+
+
+def _run(engine: ImageEngine, rows: list[list[int]], total: int, *, n: int, extra: ExtraTokens | None,
+         cfg_scale: float, temperature: float, top_p: float, top_k: int, seeds: Sequence[int],
+         on_progress: Callable[[int, int], None] | None,
+         record: list[torch.Tensor] | None) -> torch.Tensor:
+    device = engine.device
+    cfg = len(rows) > n
+    width = int(engine.img_ids.numel())
+    greedy = temperature <= 0
+    # Values the step reads as tensors, so changing them never recompiles.
+    knobs: dict[str, Any] = {
+        "n": n, "cfg": cfg, "greedy": greedy,
+        "top_k": top_k if 0 < top_k < width else 0, "use_top_p": top_p < 1.0,
+        "scale": torch.tensor(float(cfg_scale), device=device),
+        "temperature": torch.tensor(max(float(temperature), 1e-6), device=device),
+        "top_p": torch.tensor(float(top_p), device=device),
+    }
+    noise = (torch.zeros(total, n, 1, device=device) if greedy  # unused by greedy steps
+             else draw_noise(seeds, total, width, device))
+    prompt_len = max(len(r) for r in rows)
+    slots = torch.arange(prompt_len, prompt_len + total, device=device)
+    out = torch.empty(n, total, dtype=torch.long, device=device)
+    with torch.inference_mode():
+        hidden = engine.prefill(rows, extra)
+        if record is not None:
+            record.append(_mixed(engine, hidden, n, cfg, float(cfg_scale)))
+        nxt = engine.choose(hidden, noise[0], knobs)
+        out[:, 0] = nxt
+        if on_progress is not None:
+            on_progress(1, total)
+        for t in range(1, total):
+            tok = (nxt.repeat(2) if cfg else nxt).unsqueeze(1)
+            if record is None:
+                nxt = _compiled_step(engine, tok, slots[t - 1], noise[t], knobs)
+            else:  # the same composition as the step, with the logits kept
+                hidden = engine.hidden(tok, slots[t - 1])
+                record.append(_mixed(engine, hidden, n, cfg, float(cfg_scale)))
+                nxt = engine.choose(hidden, noise[t], knobs)
+            out[:, t] = nxt
+            if on_progress is not None:
+                on_progress(t + 1, total)
+    return out.cpu()
+
+
+class CompiledStepFailed(Exception):
+    """The compiled step raised (compiler or CUDA-graph trouble); its cause is attached."""
+
+
+def _compiled_step(engine: ImageEngine, tok: torch.Tensor, cur: torch.Tensor, noise: torch.Tensor,
+                   knobs: dict[str, Any]) -> torch.Tensor:
+    if not engine.compiled:
+        return engine.step_fn(tok, cur, noise, knobs)
+    try:
+        nxt = engine.step_fn(tok, cur, noise, knobs)
+    except Exception as err:
+        raise CompiledStepFailed(str(err)) from err
+    return nxt.clone()  # CUDA graphs reuse their output buffer
+
+
+def _mixed(engine: ImageEngine, hidden: torch.Tensor, n: int, cfg: bool, scale: float) -> torch.Tensor:
+    logits = engine.image_logits(hidden)
+    if cfg:
+        logits = logits[n:] + scale * (logits[:n] - logits[n:])
+    return logits.cpu()

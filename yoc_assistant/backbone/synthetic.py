@@ -1,0 +1,93 @@
+"""A random-weight backbone of a real model's shape, built in memory, for speed checks.
+
+Timing does not depend on the weights' values, so `yoc bench --synthetic anole-7b`
+measures what Anole-7b would cost on this machine without its 14 GB download. The
+vocabulary has Anole's layout (65,536 ids; image tokens at 4..8195; special tokens
+at their real ids) with made-up names for the text tokens. Its output is noise and it
+has no VQ decoder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from yoc_assistant.errors import UserInputError
+
+# name -> (hidden, layers, heads, intermediate, vocab, image tokens, image side)
+SHAPES: dict[str, tuple[int, int, int, int, int, int, int]] = {
+    "anole-7b": (4096, 32, 32, 11008, 65536, 8192, 512),
+    "small": (256, 2, 4, 512, 65536, 8192, 512),  # real vocabulary, tiny body: a CPU check
+}
+SPECIAL = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<eoss>": 8196, "<racm3:break>": 8197,
+           "<reserved08706>": 8710, "<image>": 8711}
+
+
+def _vocabulary(size: int, image_tokens: int) -> dict[str, int]:
+    from yoc_assistant.backbone.tiny import image_token_name
+
+    vocab = dict(SPECIAL)
+    for code in range(image_tokens):
+        vocab[image_token_name(code)] = 4 + code
+    taken = set(vocab.values())
+    vocab.update({f"w{i}": i for i in range(size) if i not in taken})
+    return vocab
+
+
+def _tokenizer(vocab: dict[str, int]) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    tok.add_special_tokens(list(SPECIAL))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", unk_token="<unk>", sep_token="<reserved08706>")
+
+
+def synthetic_backbone(shape: str = "anole-7b", precision: str = "bf16", device: str = "auto") -> Any:
+    """A `Backbone` with random weights of the named shape (see SHAPES)."""
+    from transformers import ChameleonConfig, ChameleonForConditionalGeneration
+
+    from yoc_assistant.backbone.core import Backbone
+    from yoc_assistant.backbone.loading import fingerprint, pick_device
+    from yoc_assistant.backbone.vocab import ImageVocab, special_tokens
+
+    if shape not in SHAPES:
+        raise UserInputError(f"unknown synthetic shape {shape!r}: use one of {', '.join(SHAPES)}")
+    if precision not in ("bf16", "fp32"):
+        raise UserInputError(f"a synthetic backbone is bf16 or fp32, not {precision}")
+    hidden, layers, heads, inter, size, n_img, side = SHAPES[shape]
+    dev = pick_device(device)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    vocab = _vocabulary(size, n_img)
+    config = ChameleonConfig(vocab_size=size, hidden_size=hidden, num_hidden_layers=layers,
+                             num_attention_heads=heads, num_key_value_heads=heads,
+                             intermediate_size=inter, vocabulary_map=vocab, bos_token_id=0,
+                             eos_token_id=2, pad_token_id=1)
+    config._attn_implementation = "sdpa"
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(dev), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = ChameleonForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(previous)
+    model.eval().requires_grad_(False)
+    tokenizer = _tokenizer(vocab)
+    bb = Backbone.__new__(Backbone)
+    bb.model, bb.tokenizer, bb.image_processor = model, tokenizer, None
+    bb.special = special_tokens(tokenizer, vocab)
+    bb.vocab_size = size
+    bb.image_vocab = ImageVocab(vocab, size)
+    bb.hidden_size = hidden
+    grid = side // 16
+    bb.image_seq_length, bb.image_size = grid * grid, side
+    bb.source = bb.name = f"synthetic {shape} (random weights)"
+    bb.precision, bb.device, bb.dtype = precision, dev, dtype
+    bb.fingerprint = fingerprint(vocab, hidden, size)
+    bb.has_decoder, bb.checkpoint_dir, bb.vq_decoder = False, None, None
+    return bb

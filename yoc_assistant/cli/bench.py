@@ -1,0 +1,99 @@
+"""`yoc bench`: how fast this machine runs the backbone (and, with --train, training)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+import click
+
+from yoc_assistant.cli.output import json_option, print_json
+from yoc_assistant.cli.runtime import precision_option, resolve_precision, status
+
+
+@click.command()
+@click.option("--backbone", "source", help="Checkpoint directory or cached hub id "
+              "(default: YOC_BACKBONE, else the built-in default).")
+@click.option("--synthetic", type=click.Choice(["anole-7b", "small"]), default=None,
+              help="Time a random-weight model of this shape built in memory instead of a "
+                   "checkpoint (anole-7b: Anole's real size, no download).")
+@precision_option
+@click.option("--device", default=None, help="cpu, cuda or auto (default: YOC_DEVICE, else auto).")
+@click.option("--image-tokens", type=click.IntRange(min=2), default=None,
+              help="Draw only this many image tokens per timed run (default: a whole image); "
+                   "seconds per image are extrapolated.")
+@click.option("--text-tokens", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Text tokens to sample for the tokens/s figure.")
+@click.option("--images", "n_images", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Images drawn together in one batch.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch (default: torch's choice; 1 is best for tiny models "
+                   "on a busy machine).")
+@click.option("--train", "with_train", is_flag=True, help="Also time soft-prompt training steps.")
+@click.option("--quiet", "-q", is_flag=True, help="No notes on stderr.")
+@json_option
+def bench(source: str | None, synthetic: str | None, precision: str, device: str | None, image_tokens: int | None,
+          text_tokens: int, n_images: int, threads: int | None, with_train: bool, quiet: bool, as_json: bool) -> None:
+    """Measure prefill, image-token and text speed, seconds per image and peak memory."""
+    import torch
+
+    from yoc_assistant import settings
+    from yoc_assistant.backbone import Backbone
+    from yoc_assistant.backbone.bench import run_bench
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+    device = device or settings.device()
+    chosen = resolve_precision(precision, device)
+    if synthetic is not None:
+        from yoc_assistant.backbone.synthetic import synthetic_backbone
+
+        with status(f"Building a random {synthetic} ({chosen})…", quiet=quiet):
+            bb = synthetic_backbone(synthetic, precision=chosen, device=device)
+    else:
+        if source is None:
+            from yoc_assistant.backbone.resolve import default_backbone
+
+            source, is_noise = default_backbone()
+            if is_noise and not quiet:
+                click.echo("Note: no backbone is configured; timing the tiny random one "
+                           "(set YOC_BACKBONE or pass --backbone).", err=True)
+        with status(f"Loading backbone {source} ({chosen})…", quiet=quiet):
+            bb = Backbone.load(source, precision=chosen, device=device)
+
+    def on_step(name: str) -> None:
+        if not quiet:
+            click.echo(f"timing {name}…", err=True)
+
+    result = run_bench(bb, image_tokens=image_tokens, text_tokens=text_tokens, images=n_images,
+                       on_step=on_step)
+    if with_train:
+        on_step("training")
+        result["train"] = _bench_train(bb)
+    if as_json:
+        print_json(result)
+    else:
+        _print_table(result)
+
+
+def _bench_train(bb: Any) -> Any:
+    if importlib.util.find_spec("yoc_assistant.personalize.bench") is None:
+        return "not available: yoc_assistant.personalize.bench is not installed in this build"
+    module = importlib.import_module("yoc_assistant.personalize.bench")
+    return module.bench_train(bb)
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from yoc_assistant.backbone.bench import table_rows
+
+    table = Table(title="yoc bench", show_header=False)
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    for label, value in table_rows(result):
+        table.add_row(label, value)
+    Console().print(table)
