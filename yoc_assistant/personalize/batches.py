@@ -1,0 +1,142 @@
+"""Batches for the trainer: the data order (a pure function of seed and epoch),
+length bucketing, padding, and the per-task loss.
+
+Examples: any objects with `ids`, `labels` (same length; -100 = no loss; `labels[t]`
+is the target at position t, so the logits at t-1 predict it) and `task`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from yoc_assistant.errors import UserInputError
+
+if TYPE_CHECKING:
+    from yoc_assistant.backbone.core import Backbone
+
+IGNORE = -100
+# Micro-batches whose examples are sorted together by length: batches of similar
+# lengths pad little, and the window keeps the order random at larger scale.
+BUCKET_BATCHES = 16
+
+
+class ExampleLike(Protocol):
+    ids: Sequence[int]
+    labels: Sequence[int]
+    task: str
+
+
+# -- schedule -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Schedule:
+    n_examples: int
+    batch_size: int
+    grad_accum: int
+    world: int
+    seed: int
+
+    @property
+    def micro_per_epoch(self) -> int:
+        return math.ceil(self.n_examples / self.batch_size)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.micro_per_epoch / (self.grad_accum * self.world))
+
+    def epoch_batches(self, epoch: int, lengths: Sequence[int]) -> list[list[int]]:
+        """Micro-batches of `epoch` (example indices): shuffled, bucketed by length."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.n_examples, generator=gen).tolist()
+        window = self.batch_size * BUCKET_BATCHES
+        batches: list[list[int]] = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
+            batches += [chunk[j:j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
+        perm = torch.randperm(len(batches), generator=gen).tolist()
+        return [batches[i] for i in perm]
+
+    def step_batches(self, batches: list[list[int]], step_in_epoch: int, rank: int) -> list[list[int]]:
+        """This process's micro-batches for one optimizer step."""
+        per_step = self.grad_accum * self.world
+        group = batches[step_in_epoch * per_step:(step_in_epoch + 1) * per_step]
+        return [b for k, b in enumerate(group) if k % self.world == rank]
+
+    def count_in_step(self, batches: list[list[int]], step_in_epoch: int) -> int:
+        per_step = self.grad_accum * self.world
+        return len(batches[step_in_epoch * per_step:(step_in_epoch + 1) * per_step])
+
+
+# -- batches and loss -----------------------------------------------------------------------
+def collate(examples: Sequence[ExampleLike], pad_id: int, tasks: Sequence[str],
+            device: torch.device) -> dict[str, torch.Tensor]:
+    """Pad to the batch's longest example (right padding, labels -100 on pads)."""
+    width = max(len(e.ids) for e in examples)
+    ids = torch.full((len(examples), width), int(pad_id), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, ex in enumerate(examples):
+        n = len(ex.ids)
+        ids[row, :n] = torch.as_tensor(list(ex.ids), dtype=torch.long)
+        labels[row, :n] = torch.as_tensor(list(ex.labels), dtype=torch.long)
+        mask[row, :n] = 1
+    task = torch.tensor([tasks.index(e.task) for e in examples], dtype=torch.long)
+    return {"ids": ids.to(device), "labels": labels.to(device), "mask": mask.to(device),
+            "task": task.to(device)}
+
+
+def per_task_loss(hidden: torch.Tensor, labels: torch.Tensor, task: torch.Tensor, n_tasks: int,
+                  logits_fn: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, per-task mean losses [n_tasks], per-task token counts [n_tasks]).
+
+    Logits are computed only at supervised positions (position t-1 predicts labels[t]).
+    The loss is the mean over tasks present of each task's mean token loss.
+    """
+    target = labels[:, 1:]
+    picked = target != IGNORE
+    states = hidden[:, :-1][picked]
+    tok_task = task.unsqueeze(1).expand_as(target)[picked]
+    if states.shape[0] == 0:
+        zero = hidden.sum() * 0.0
+        return zero, torch.zeros(n_tasks, device=hidden.device), torch.zeros(n_tasks, device=hidden.device)
+    token_loss = F.cross_entropy(logits_fn(states).float(), target[picked], reduction="none")
+    sums = torch.zeros(n_tasks, device=hidden.device, dtype=torch.float32).index_add(0, tok_task, token_loss)
+    counts = torch.zeros(n_tasks, device=hidden.device, dtype=torch.float32).index_add(
+        0, tok_task, torch.ones_like(token_loss))
+    present = counts > 0
+    means = torch.where(present, sums / counts.clamp(min=1), torch.zeros_like(sums))
+    loss = means[present].mean()
+    return loss, means.detach(), counts.detach()
+
+
+def check_examples(examples: Sequence[ExampleLike], bb: Backbone, n_rows: int) -> list[str]:
+    """Refuse malformed examples with a message naming the first bad one; return task names."""
+    if not examples:
+        raise UserInputError("no training examples: the concept needs photos to train on")
+    limit = int(bb.vocab_size) + n_rows
+    tasks: list[str] = []
+    for k, ex in enumerate(examples):
+        if len(ex.ids) != len(ex.labels) or len(ex.ids) < 2:
+            raise UserInputError(f"training example {k} ({ex.task}): ids and labels must have the same length >= 2")
+        if min(ex.ids) < 0 or max(ex.ids) >= limit:
+            raise UserInputError(f"training example {k} ({ex.task}): token ids outside 0..{limit - 1}")
+        if not any(lab != IGNORE for lab in list(ex.labels)[1:]):
+            raise UserInputError(f"training example {k} ({ex.task}) has no supervised token")
+        if ex.task not in tasks:
+            tasks.append(ex.task)
+    return sorted(tasks)
+
+
+def data_digest(examples: Sequence[ExampleLike]) -> str:
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(ex.task.encode())
+        digest.update(torch.as_tensor(list(ex.ids), dtype=torch.int64).numpy().tobytes())
+        digest.update(torch.as_tensor(list(ex.labels), dtype=torch.int64).numpy().tobytes())
+    return digest.hexdigest()

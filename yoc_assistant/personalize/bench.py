@@ -1,0 +1,153 @@
+"""Training speed and memory (`yoc bench --train`): the real trainer on synthetic batches.
+
+Work per step, stated plainly: the backbone is frozen, so the backward pass computes
+activation gradients only (no weight gradients). With N the parameters of the
+transformer's matrices plus the head (embedding lookups and the VQ model excluded)
+and T the tokens of a step:
+
+    useful FLOP per step = 4 * N * T   (forward 2NT + activation-gradient backward 2NT)
+
+Gradient checkpointing recomputes the forward, so the hardware does about 6NT, but
+the useful work (the figure used for "% of peak") stays 4NT. The H200 anchor
+(`shared/anchors/`): 4 x 1100 tokens of a 7B at 321 ms/step is ~49% of a measured
+~790 TFLOP/s bf16 matrix rate.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import statistics
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from yoc_assistant.personalize.concept import ConceptVectors
+from yoc_assistant.personalize.trainer import TrainConfig, TrainEvent, train_concept
+
+if TYPE_CHECKING:
+    from yoc_assistant.backbone.core import Backbone
+
+FORMULA = "useful FLOP/step = 4 * N * tokens (frozen backbone: forward 2N + activation-gradient backward 2N)"
+# Dense bf16 tensor-core peaks (vendor figures, no sparsity), by a substring of the name.
+BF16_PEAK_TFLOPS = [
+    ("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("GH200", 989.0), ("B200", 2250.0),
+    ("A100", 312.0), ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0),
+    ("RTX 4090", 165.0), ("RTX 3090", 71.0), ("A6000", 155.0), ("V100", 125.0), ("T4", 65.0),
+]
+
+
+def matrix_params(bb: Backbone) -> int:
+    """N: parameters of the decoder's matrices and the head (no embedding, no VQ model).
+
+    Quantized weights count by their logical shape (int8 keeps it; 4-bit packs two per byte)."""
+    base = bb.model.model
+    total = 0
+    for name, module in base.named_modules():
+        if name.startswith("vqmodel") or not hasattr(module, "weight") or module is base.embed_tokens:
+            continue
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear8bitLt", "Linear4bit"):
+            total += int(module.in_features) * int(module.out_features)
+    head = bb.model.lm_head
+    return total + int(head.in_features) * int(head.out_features)
+
+
+def peak_bf16_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in BF16_PEAK_TFLOPS:
+        if key in name:
+            return tflops * 1e12
+    return None
+
+
+class _Example:
+    def __init__(self, ids: list[int], task: str) -> None:
+        self.ids, self.labels, self.task = ids, list(ids), task
+
+
+def synthetic_examples(bb: Backbone, n: int, seq_len: int, n_rows: int, seed: int = 0) -> list[_Example]:
+    """Image-token sequences that start with concept tokens, every position supervised
+    (the generation task's shape: the costliest one)."""
+    gen = torch.Generator().manual_seed(seed)
+    image_ids = bb.image_vocab.bpe_ids
+    out = []
+    for _ in range(n):
+        body = image_ids[torch.randint(len(image_ids), (seq_len - 1 - n_rows,), generator=gen)].tolist()
+        concept = list(range(bb.vocab_size, bb.vocab_size + n_rows))
+        out.append(_Example([int(bb.special.bos), *concept, *body], "generation"))
+    return out
+
+
+def bench_train(bb: Backbone, *, batch_size: int = 4, seq_len: int = 1100, steps: int = 5,
+                warmup: int = 2, gradient_checkpointing: bool = False, groups: dict[str, int] | None = None,
+                seed: int = 0) -> dict[str, Any]:
+    """Time `steps` optimizer steps (after `warmup`) of the real trainer; see the module doc."""
+    groups = groups or {"generation": 16, "understanding": 16}
+    vectors = ConceptVectors.initialize(bb, "bench", groups, seed=seed)
+    total = warmup + steps
+    examples = synthetic_examples(bb, batch_size * total, seq_len, vectors.n_rows, seed)
+    stamps: list[float] = []
+
+    def on_event(event: TrainEvent) -> None:
+        if event.phase in ("start", "train"):
+            _sync(bb.device)
+            stamps.append(time.perf_counter())
+
+    cuda = bb.device.type == "cuda"
+    if cuda:
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(bb.device)
+    config = TrainConfig(epochs=1, max_steps=total, batch_size=batch_size, lr=1e-4, seed=seed,
+                         gradient_checkpointing=gradient_checkpointing, checkpoint_every=10**9)
+    train_concept(bb, vectors, examples, config, on_event=on_event)
+    times = [b - a for a, b in zip(stamps, stamps[1:], strict=False)][warmup:]
+    ms = statistics.median(times) * 1000 if times else float("nan")
+    tokens = batch_size * seq_len
+    n_params = matrix_params(bb)
+    flops = 4.0 * n_params * tokens
+    peak = peak_bf16_flops(bb.device)
+    result: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(bb.device) if cuda else "cpu",
+        "backbone": bb.name, "precision": bb.precision, "batch_size": batch_size, "seq_len": seq_len,
+        "steps": len(times), "gradient_checkpointing": gradient_checkpointing,
+        "ms_per_step": round(ms, 2), "tokens_per_s": round(tokens / ms * 1000, 1),
+        "matrix_params": n_params, "flops_per_step": flops, "formula": FORMULA,
+        "achieved_tflops": round(flops / ms * 1000 / 1e12, 3),
+        "peak_bf16_tflops": peak / 1e12 if peak else None,
+        "pct_of_bf16_peak": round(100 * flops / (ms / 1000) / peak, 1) if peak else None,
+    }
+    if cuda:
+        result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(bb.device) / 2**30, 2)
+    else:
+        # ru_maxrss: KiB on Linux, bytes on macOS; the process's peak so far (not reset per run).
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result["peak_rss_gb"] = round(rss / (2**30 if sys.platform == "darwin" else 2**20), 2)
+    return result
+
+
+def bench_train_precisions(source: str, precisions: list[str], *, device: str = "auto",
+                           **kwargs: Any) -> list[dict[str, Any]]:
+    """Load the backbone at each precision in turn and bench it (one in memory at a time)."""
+    from yoc_assistant import Backbone
+
+    results = []
+    for precision in precisions:
+        bb = Backbone.load(source, precision=precision, device=device)
+        try:
+            results.append(bench_train(bb, **kwargs))
+        finally:
+            del bb
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return results
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
