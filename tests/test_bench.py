@@ -41,6 +41,24 @@ def test_bench_json_has_every_figure() -> None:
     assert data["vq_decode_ms"] > 0
     assert 1 <= data["text"]["tokens"] <= 4 and data["text"]["tokens_per_s"] > 0
     assert data["peak_memory"]["mb"] > 10
+    # both decode steps are timed on the CFG figure; the CPU default is the HF-module step
+    assert data["fused_step"] is False
+    cmp = data["step_compare"]
+    assert cmp["unfused"]["ms_per_token"] == data["image_cfg"]["ms_per_token"]
+    assert cmp["fused"]["ms_per_token"] > 0 and cmp["fused"]["s_per_image"] > 0
+    assert cmp["speedup"] == pytest.approx(cmp["unfused"]["ms_per_token"] / cmp["fused"]["ms_per_token"],
+                                           rel=0.01)
+
+
+def test_bench_with_the_fused_step_selected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("YOC_FUSED", "1")
+    result = CliRunner().invoke(bench, [
+        "--backbone", str(CHECKPOINT), "--precision", "fp32", "--device", "cpu", "--threads", "1",
+        "--image-tokens", "4", "--text-tokens", "2", "--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["fused_step"] is True
+    assert data["step_compare"]["fused"]["ms_per_token"] == data["image_cfg"]["ms_per_token"]
 
 
 def test_bench_table() -> None:
@@ -48,7 +66,8 @@ def test_bench_table() -> None:
         "--backbone", str(CHECKPOINT), "--precision", "fp32", "--device", "cpu", "--threads", "1",
         "--image-tokens", "4", "--text-tokens", "2", "--quiet"])
     assert result.exit_code == 0, result.output
-    for label in ("ms / image token", "s / image (144 tokens)", "tokens/s", "peak memory", "prefill"):
+    for label in ("ms / image token", "s / image (144 tokens)", "tokens/s", "peak memory", "prefill",
+                  "fused vs HF-module step", "HF modules"):
         assert label in result.stdout
 
 

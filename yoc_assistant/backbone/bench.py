@@ -3,7 +3,9 @@ seconds per image, VQ decode, text tokens per second, peak memory.
 
 Each timed run follows an untimed warm-up run of the same shape, so compilation
 (CUDA graphs on a GPU) is reported apart as `first_call_s` and never counted in
-the steady figures.
+the steady figures. Where the weights can be fused, the CFG image figure is also
+taken with the other decode step (fused projections vs HF modules), so one run
+records both (`step_compare`).
 """
 
 from __future__ import annotations
@@ -50,8 +52,12 @@ def bench_prefill(bb: Backbone, length: int, repeats: int = 3) -> float:
     return times[len(times) // 2] * 1000
 
 
-def bench_image(bb: Backbone, prompt: list[int], tokens: int, cfg_scale: float, n: int = 1) -> dict[str, Any]:
-    """Draw `tokens` image tokens twice (warm-up, timed); per-token and per-image figures."""
+def bench_image(bb: Backbone, prompt: list[int], tokens: int, cfg_scale: float, n: int = 1,
+                fused: bool | None = None) -> dict[str, Any]:
+    """Draw `tokens` image tokens twice (warm-up, timed); per-token and per-image figures.
+
+    `fused` picks the decode step (None: the default for this backbone and device).
+    """
     from yoc_assistant.backbone.generation import image_prompt
     from yoc_assistant.backbone.imagegen import sample_image_ids
 
@@ -63,7 +69,7 @@ def bench_image(bb: Backbone, prompt: list[int], tokens: int, cfg_scale: float, 
         marks.clear()
         return sample_image_ids(
             bb, full, uncond, n=n, extra=None, cfg_scale=cfg_scale, temperature=1.0, top_p=0.9,
-            top_k=0, seeds=list(range(n)), tokens=tokens,
+            top_k=0, seeds=list(range(n)), tokens=tokens, fused=fused,
             on_progress=lambda done, total: marks.setdefault(done, time.perf_counter()))
 
     first, _ = _timed(bb, run)
@@ -120,9 +126,21 @@ def machine(bb: Backbone) -> str:
     return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)"
 
 
+def compare_steps(bb: Backbone, prompt: list[int], tokens: int, images: int,
+                  default: dict[str, Any], default_fused: bool) -> dict[str, Any]:
+    """The CFG image figure with the fused and the HF-module decode step, side by side."""
+    other = bench_image(bb, prompt, tokens, cfg_scale=3.0, n=images, fused=not default_fused)
+    fused, plain = (default, other) if default_fused else (other, default)
+    keep = ("ms_per_token", "s_per_image", "first_call_s")
+    return {"fused": {k: fused[k] for k in keep}, "unfused": {k: plain[k] for k in keep},
+            "speedup": round(plain["ms_per_token"] / max(fused["ms_per_token"], 1e-9), 3)}
+
+
 def run_bench(bb: Backbone, *, image_tokens: int | None = None, text_tokens: int = 32,
-              images: int = 1, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """All figures for `bb` as one JSON-ready dict."""
+              images: int = 1, on_step: Callable[[str], None] | None = None,
+              compare: bool = True) -> dict[str, Any]:
+    """All figures for `bb` as one JSON-ready dict (`compare`: also time the other decode step)."""
+    from yoc_assistant.backbone.fused import fusable, fused_wanted
     from yoc_assistant.backbone.imagegen import compile_wanted
 
     step = on_step or (lambda _name: None)
@@ -135,7 +153,7 @@ def run_bench(bb: Backbone, *, image_tokens: int | None = None, text_tokens: int
         "backbone": bb.name, "source": bb.source, "device": str(bb.device), "machine": machine(bb),
         "precision": bb.precision, "torch": torch.__version__,
         "parameters_m": round(sum(p.numel() for p in bb.model.parameters()) / 1e6, 2),
-        "image_seq_length": seq, "compiled_step": compile_wanted(bb),
+        "image_seq_length": seq, "compiled_step": compile_wanted(bb), "fused_step": fused_wanted(bb),
     }
     step("prefill")
     result["prefill_ms"] = {str(n): round(bench_prefill(bb, n), 2) for n in (len(prompt), len(prompt) + seq + 2)}
@@ -143,6 +161,10 @@ def run_bench(bb: Backbone, *, image_tokens: int | None = None, text_tokens: int
     result["image_cfg"] = bench_image(bb, prompt, tokens, cfg_scale=3.0, n=images)
     step("image tokens without CFG")
     result["image_no_cfg"] = bench_image(bb, prompt, tokens, cfg_scale=1.0, n=images)
+    if compare and fusable(bb):
+        step("image tokens with CFG, the other decode step")
+        result["step_compare"] = compare_steps(bb, prompt, tokens, images, result["image_cfg"],
+                                               result["fused_step"])
     step("VQ decode")
     result["vq_decode_ms"] = bench_decode(bb, images)
     step("text")
@@ -158,12 +180,18 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         ("backbone", f"{result['backbone']} ({result['precision']}, {result['parameters_m']} M params)"),
         ("device", f"{result['device']}: {result['machine']}"),
         ("compiled decode step", "yes" if result["compiled_step"] else "no"),
+        ("decode step", "fused projections" if result.get("fused_step") else "HF modules"),
     ]
     rows += [(f"prefill, {n} tokens", f"{ms:.1f} ms") for n, ms in result["prefill_ms"].items()]
     for label, r in (("image, CFG 3.0", cfg), ("image, no CFG", plain)):
         rows.append((f"{label}: ms / image token", f"{r['ms_per_token']:.2f} ms ({r['rows']} rows)"))
         rows.append((f"{label}: s / image ({result['image_seq_length']} tokens)",
                      f"{r['s_per_image']:.2f} s (first call {r['first_call_s']:.2f} s)"))
+    if "step_compare" in result:
+        cmp = result["step_compare"]
+        rows.append(("image, CFG 3.0: fused vs HF-module step",
+                     f"{cmp['fused']['ms_per_token']:.2f} vs {cmp['unfused']['ms_per_token']:.2f} ms / token "
+                     f"(x{cmp['speedup']:.2f})"))
     if result["vq_decode_ms"] is not None:
         rows.append(("VQ decode, per call", f"{result['vq_decode_ms']:.1f} ms"))
     rows.append(("text", f"{text['tokens_per_s']:.1f} tokens/s ({text['tokens']} tokens)"))

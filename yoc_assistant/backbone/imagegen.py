@@ -7,9 +7,12 @@ query's slot), and position ids count from each row's first real token. The prom
 encoded once (prefill, eager); each later step feeds one token per row.
 
 The step (forward, image-row logits, CFG mix, temperature/top-k/top-p, Gumbel-max
-draw) is a pure function of tensors with fixed shapes, so on CUDA it is compiled with
-torch.compile(mode="reduce-overhead") (CUDA graphs) and the same function runs eagerly
-on the CPU: one code path, same math.
+draw, writing the token into the engine's preallocated output and feed buffers) is a
+function of tensors with fixed shapes and fixed addresses, so on CUDA it is compiled
+with torch.compile(mode="reduce-overhead") (CUDA graphs) and the same function runs
+eagerly on the CPU: one code path, same math, no host sync until the last token.
+The forward is either the HF modules' or the fused one of `fused.py` (one matmul for
+q/k/v, one for gate/up; the default on CUDA, YOC_FUSED=1 elsewhere).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from yoc_assistant.backbone import fused as fusing
 from yoc_assistant.backbone import network
 from yoc_assistant.backbone.sampling import filter_logits, select
 
@@ -31,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CAPACITY_STEP = 64  # cache length is rounded up to this, so nearby prompt lengths share a compiled step
+# Every engine (rows x capacity) and sampling setup is one more compile of the same `_step`;
+# past dynamo's default limit of 8 it would silently run eagerly (several times slower).
+RECOMPILE_LIMIT = 64
 _COMPILABLE = {"bf16", "fp16", "fp32"}
 
 
@@ -54,16 +61,20 @@ def image_head(bb: Backbone) -> tuple[torch.Tensor, torch.Tensor | None]:
     ids = bb.image_vocab.bpe_ids.to(head.weight.device)
     rows = None
     if type(head) is torch.nn.Linear and head.weight.is_floating_point() and head.bias is None:
+        lo, count = int(ids[0]), int(ids.numel())
         with torch.no_grad():
-            rows = head.weight.detach()[ids].contiguous()
+            if torch.equal(ids, torch.arange(lo, lo + count, device=ids.device)):
+                rows = head.weight.detach()[lo:lo + count]  # a view (Anole: ids 4..8195): no copy
+            else:
+                rows = head.weight.detach()[ids].contiguous()
     bb._yoc_image_head = (ids, rows)
     return ids, rows
 
 
 class ImageEngine:
-    """Static cache + step for one (rows, capacity) shape; reused across calls."""
+    """Static cache + step for one (rows, capacity, compiled, fused) setup; reused across calls."""
 
-    def __init__(self, bb: Backbone, rows: int, capacity: int, compiled: bool) -> None:
+    def __init__(self, bb: Backbone, rows: int, capacity: int, compiled: bool, fused: bool = False) -> None:
         from transformers import StaticCache
 
         self.bb = bb
@@ -77,12 +88,22 @@ class ImageEngine:
         # Filled per call in place (fixed addresses for CUDA graphs).
         self.valid = torch.zeros(rows, capacity, dtype=torch.bool, device=device)
         self.pads = torch.zeros(rows, dtype=torch.long, device=device)
+        # The token fed next (every row) and every token drawn so far, written by the step.
+        self.feed = torch.zeros(rows, 1, dtype=torch.long, device=device)
+        self.out = torch.zeros(rows, capacity, dtype=torch.long, device=device)
         self.img_ids, self.img_rows = image_head(bb)
+        self.fused_layers = fusing.fuse(bb) if fused else None
         self.compiled = compiled
-        self.step_fn: Callable[..., torch.Tensor] = self._step
+        self.step_fn: Callable[..., None] = self._step
         if compiled:
-            torch._dynamo.mark_static_address(self.valid)
-            torch._dynamo.mark_static_address(self.pads)
+            # Fixed addresses: CUDA graphs then read these in place instead of copying them in.
+            for t in (self.valid, self.pads, self.slots, self.feed, self.out, self.img_ids, self.img_rows):
+                if t is not None:
+                    torch._dynamo.mark_static_address(t)
+            if self.fused_layers is not None:
+                fusing.mark_static(self.fused_layers)
+            config = torch._dynamo.config
+            config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
             mode = os.environ.get("YOC_COMPILE_MODE", "reduce-overhead")  # or max-autotune
             self.step_fn = torch.compile(self._step, mode=mode, dynamic=False)
 
@@ -116,15 +137,24 @@ class ImageEngine:
         """Feed tok [R, 1] at cache slot `cur` (0-d); return the last hidden states [R, H]."""
         embeds = self.bb.model.model.embed_tokens(tok)
         positions = (cur - self.pads).clamp(min=0).unsqueeze(1)
-        allowed = (self.valid & (self.slots <= cur)).unsqueeze(1)
-        hidden, _ = network.base_forward(self.bb, embeds, attention_mask=self.mask(allowed),
+        mask = self.mask((self.valid & (self.slots <= cur)).unsqueeze(1))
+        if self.fused_layers is not None:
+            return fusing.decode_hidden(self.bb, self.fused_layers, self.cache, embeds, cur.reshape(1),
+                                        positions, mask)
+        hidden, _ = network.base_forward(self.bb, embeds, attention_mask=mask,
                                          position_ids=positions, cache=self.cache, use_cache=True)
         return hidden[:, -1]
 
-    def _step(self, tok: torch.Tensor, cur: torch.Tensor, noise: torch.Tensor,
-              knobs: dict[str, Any]) -> torch.Tensor:
-        """One decoding step: the next image-token id per image [n]."""
-        return self.choose(self.hidden(tok, cur), noise, knobs)
+    def emit(self, nxt: torch.Tensor, index: torch.Tensor, cfg: bool) -> None:
+        """Store the images' tokens nxt [n] as column `index` (0-d) of `out` and as the next feed."""
+        row = nxt.repeat(2) if cfg else nxt  # the unconditional rows take their image's token
+        self.feed.copy_(row.unsqueeze(1))
+        self.out.index_copy_(1, index.reshape(1), row.unsqueeze(1))
+
+    def _step(self, cur: torch.Tensor, index: torch.Tensor, noise: torch.Tensor,
+              knobs: dict[str, Any]) -> None:
+        """One decoding step: feed `feed` at slot `cur`, store the drawn tokens at `index`."""
+        self.emit(self.choose(self.hidden(self.feed, cur), noise, knobs), index, knobs["cfg"])
 
     # -- one call -------------------------------------------------------------------
     def prefill(self, rows: list[list[int]], extra: ExtraTokens | None) -> torch.Tensor:
@@ -147,13 +177,14 @@ class ImageEngine:
         return hidden[:, -1]
 
 
-def get_engine(bb: Backbone, rows: int, needed: int, compiled: bool) -> ImageEngine:
+def get_engine(bb: Backbone, rows: int, needed: int, compiled: bool, fused: bool = False) -> ImageEngine:
     capacity = -(-needed // CAPACITY_STEP) * CAPACITY_STEP
     engine: ImageEngine | None = getattr(bb, "_yoc_image_engine", None)
-    if engine is None or (engine.rows, engine.capacity, engine.compiled) != (rows, capacity, compiled):
+    key = (rows, capacity, compiled, fused)
+    if engine is None or (engine.rows, engine.capacity, engine.compiled, engine.fused_layers is not None) != key:
         engine = None
         bb._yoc_image_engine = None  # free the old cache first
-        engine = ImageEngine(bb, rows, capacity, compiled)
+        engine = ImageEngine(bb, rows, capacity, compiled, fused)
         bb._yoc_image_engine = engine
     return engine
 
@@ -175,22 +206,25 @@ def sample_image_ids(bb: Backbone, prompt: list[int], uncond: list[int] | None, 
                      extra: ExtraTokens | None, cfg_scale: float, temperature: float, top_p: float,
                      top_k: int, seeds: Sequence[int], on_progress: Callable[[int, int], None] | None,
                      compiled: bool | None = None, record: list[torch.Tensor] | None = None,
-                     tokens: int | None = None) -> torch.Tensor:
+                     tokens: int | None = None, fused: bool | None = None) -> torch.Tensor:
     """Image-token ids [n, image_seq_length] (on the CPU). `prompt` ends with BOI.
 
     `uncond` (ending with BOI) turns CFG on; None turns it off. `record`, if given,
     receives the sampled step's float logits per step (tests compare them with a
     full recompute); it forces the eager path. `tokens` draws fewer tokens than an
-    image has (benchmarks only: the result is not a decodable image).
+    image has (benchmarks only: the result is not a decodable image). `fused` picks
+    the fused decode step (None: `fused.fused_wanted`; True is ignored where the
+    weights cannot be fused, e.g. int8/nf4).
     """
     total = int(bb.image_seq_length) if tokens is None else int(tokens)
     compiled = compile_wanted(bb) if compiled is None else compiled
+    fused = fusing.fused_wanted(bb) if fused is None else (fused and fusing.fusable(bb))
     if record is not None:
         compiled = False
     rows = [prompt] * n + ([uncond] * n if uncond is not None else [])
     needed = max(len(r) for r in rows) + total
     with _lock(bb):
-        return _sample(bb, rows, total, needed, compiled, n=n, extra=extra, cfg_scale=cfg_scale,
+        return _sample(bb, rows, total, needed, compiled, fused, n=n, extra=extra, cfg_scale=cfg_scale,
                        temperature=temperature, top_p=top_p, top_k=top_k, seeds=seeds,
                        on_progress=on_progress, record=record)
 
@@ -203,12 +237,12 @@ def _lock(bb: Backbone) -> threading.Lock:
     return lock
 
 
-def _sample(bb: Backbone, rows: list[list[int]], total: int, needed: int, compiled: bool, *, n: int,
+def _sample(bb: Backbone, rows: list[list[int]], total: int, needed: int, compiled: bool, fused: bool, *, n: int,
             extra: ExtraTokens | None, cfg_scale: float, temperature: float, top_p: float, top_k: int,
             seeds: Sequence[int], on_progress: Callable[[int, int], None] | None,
             record: list[torch.Tensor] | None) -> torch.Tensor:
     try:
-        engine = get_engine(bb, len(rows), needed, compiled)
+        engine = get_engine(bb, len(rows), needed, compiled, fused)
         return _run(engine, rows, total, n=n, extra=extra, cfg_scale=cfg_scale, temperature=temperature,
                     top_p=top_p, top_k=top_k, seeds=seeds, on_progress=on_progress, record=record)
     except CompiledStepFailed as failure:  # a compiler failure must not cost the user the picture
@@ -216,7 +250,7 @@ def _sample(bb: Backbone, rows: list[list[int]], total: int, needed: int, compil
         log.warning("compiled image decoding failed (%s: %s); decoding without compile",
                     type(err).__name__, err)
         bb._yoc_image_engine = None
-        engine = get_engine(bb, len(rows), needed, False)
+        engine = get_engine(bb, len(rows), needed, False, fused)
         return _run(engine, rows, total, n=n, extra=extra, cfg_scale=cfg_scale, temperature=temperature,
                     top_p=top_p, top_k=top_k, seeds=seeds, on_progress=on_progress, record=record)
 
@@ -241,42 +275,40 @@ def _run(engine: ImageEngine, rows: list[list[int]], total: int, *, n: int, extr
              else draw_noise(seeds, total, width, device))
     prompt_len = max(len(r) for r in rows)
     slots = torch.arange(prompt_len, prompt_len + total, device=device)
-    out = torch.empty(n, total, dtype=torch.long, device=device)
+    steps = torch.arange(total, device=device)
     with torch.inference_mode():
         hidden = engine.prefill(rows, extra)
         if record is not None:
             record.append(_mixed(engine, hidden, n, cfg, float(cfg_scale)))
-        nxt = engine.choose(hidden, noise[0], knobs)
-        out[:, 0] = nxt
+        engine.emit(engine.choose(hidden, noise[0], knobs), steps[0], cfg)
         if on_progress is not None:
             on_progress(1, total)
         for t in range(1, total):
-            tok = (nxt.repeat(2) if cfg else nxt).unsqueeze(1)
             if record is None:
-                nxt = _compiled_step(engine, tok, slots[t - 1], noise[t], knobs)
+                _compiled_step(engine, slots[t - 1], steps[t], noise[t], knobs)
             else:  # the same composition as the step, with the logits kept
-                hidden = engine.hidden(tok, slots[t - 1])
+                hidden = engine.hidden(engine.feed, slots[t - 1])
                 record.append(_mixed(engine, hidden, n, cfg, float(cfg_scale)))
-                nxt = engine.choose(hidden, noise[t], knobs)
-            out[:, t] = nxt
+                engine.emit(engine.choose(hidden, noise[t], knobs), steps[t], cfg)
             if on_progress is not None:
                 on_progress(t + 1, total)
-    return out.cpu()
+    # A copy: the engine's buffer is overwritten by the next call (the only host sync).
+    return engine.out[:n, :total].to("cpu", copy=True)
 
 
 class CompiledStepFailed(Exception):
     """The compiled step raised (compiler or CUDA-graph trouble); its cause is attached."""
 
 
-def _compiled_step(engine: ImageEngine, tok: torch.Tensor, cur: torch.Tensor, noise: torch.Tensor,
-                   knobs: dict[str, Any]) -> torch.Tensor:
+def _compiled_step(engine: ImageEngine, cur: torch.Tensor, index: torch.Tensor, noise: torch.Tensor,
+                   knobs: dict[str, Any]) -> None:
     if not engine.compiled:
-        return engine.step_fn(tok, cur, noise, knobs)
+        engine.step_fn(cur, index, noise, knobs)
+        return
     try:
-        nxt = engine.step_fn(tok, cur, noise, knobs)
+        engine.step_fn(cur, index, noise, knobs)
     except Exception as err:
         raise CompiledStepFailed(str(err)) from err
-    return nxt.clone()  # CUDA graphs reuse their output buffer
 
 
 def _mixed(engine: ImageEngine, hidden: torch.Tensor, n: int, cfg: bool, scale: float) -> torch.Tensor:

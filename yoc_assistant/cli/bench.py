@@ -31,10 +31,13 @@ from yoc_assistant.cli.runtime import precision_option, resolve_precision, statu
               help="CPU threads for torch (default: torch's choice; 1 is best for tiny models "
                    "on a busy machine).")
 @click.option("--train", "with_train", is_flag=True, help="Also time soft-prompt training steps.")
+@click.option("--compare/--no-compare", default=True, show_default=True,
+              help="Also time the CFG image with the other decode step (fused vs HF modules).")
 @click.option("--quiet", "-q", is_flag=True, help="No notes on stderr.")
 @json_option
 def bench(source: str | None, synthetic: str | None, precision: str, device: str | None, image_tokens: int | None,
-          text_tokens: int, n_images: int, threads: int | None, with_train: bool, quiet: bool, as_json: bool) -> None:
+          text_tokens: int, n_images: int, threads: int | None, with_train: bool, compare: bool, quiet: bool,
+          as_json: bool) -> None:
     """Measure prefill, image-token and text speed, seconds per image and peak memory."""
     import torch
 
@@ -68,7 +71,7 @@ def bench(source: str | None, synthetic: str | None, precision: str, device: str
             click.echo(f"timing {name}…", err=True)
 
     result = run_bench(bb, image_tokens=image_tokens, text_tokens=text_tokens, images=n_images,
-                       on_step=on_step)
+                       on_step=on_step, compare=compare)
     if with_train:
         on_step("training")
         result["train"] = _bench_train(bb)
