@@ -19,6 +19,7 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
+
 def test_plugins_none_selected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("YOC_LOAD_PLUGINS", "")
     result = invoke("plugins")
@@ -58,6 +59,8 @@ def test_doctor_text_and_problems(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 def test_doctor_notes_the_noise_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("YOC_BACKBONE", raising=False)
+    # As on an install without the shipped toy model: the tiny random backbone is the default.
+    monkeypatch.setattr("yoc_assistant.backbone.resolve.TOY_WEIGHTS", Path("/nonexistent/yoc-toy"))
     report = json.loads(invoke("doctor", "--json").stdout)
     assert report["backbone"]["noise"] is True and report["backbone"]["found"] is True
     assert any("noise" in note for note in report["notes"])

@@ -79,8 +79,13 @@ def test_job_trains_saves_and_reloads(lib: Library, bb: Backbone, tmp_path: Path
     assert set(concept.metrics["examples_by_task"]) >= {"recognition", "generation"}
 
 
-def test_pool_held_out_photo_and_best_checkpoint(lib: Library, byte_bb: Backbone, tmp_path: Path) -> None:
+def test_pool_held_out_photo_and_best_checkpoint(lib: Library, byte_bb: Backbone, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from yoc_assistant.personalize.train import train_concept_job
+
+    # No CLIP on this machine (not even the shipped toy one): recognition alone must pick.
+    monkeypatch.setenv("YOC_CLIP_MODEL", "ViT-B-32")
+    monkeypatch.setenv("YOC_CLIP_WEIGHTS", str(tmp_path / "no-such-weights.safetensors"))
 
     add(lib, tmp_path, "mug", 4, about="mug is red.")
     lib.add_pool_images(photos(tmp_path / "pool", 8, start=100))
