@@ -22,6 +22,14 @@ DATA = Path(__file__).parent / "data"
 TINY_ANOLE_A = DATA / "tiny-anole-a"
 
 
+@pytest.fixture(scope="module")
+def bb():
+    """The tiny Anole-format fixture checkpoint, fp32 on the CPU (one per test module)."""
+    from yoc_assistant import Backbone
+
+    return Backbone.load(str(TINY_ANOLE_A / "checkpoint"), precision="fp32", device="cpu")
+
+
 @pytest.fixture(autouse=True)
 def yoc_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path_factory.mktemp("yoc-home")

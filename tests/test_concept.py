@@ -22,20 +22,6 @@ from yoc_assistant.personalize.concept import (
 CHECKPOINT = Path(__file__).parent / "data" / "tiny-anole-a" / "checkpoint"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is many times faster than several on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def bb() -> Backbone:
-    return Backbone.load(str(CHECKPOINT), precision="fp32", device="cpu")
-
-
 @pytest.fixture(scope="module")
 def other_bb(tmp_path_factory: pytest.TempPathFactory) -> Backbone:
     from yoc_assistant.backbone.tiny import write_tiny_checkpoint

@@ -17,14 +17,6 @@ from yoc_assistant.backbone.imagegen import ImageEngine, sample_image_ids
 CHECKPOINT = Path(__file__).parent / "data" / "tiny-anole-a" / "checkpoint"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_gqa_checkpoint(folder: Path) -> Path:
     """A tiny checkpoint with 2 kv heads for 4 query heads, and random (not 1/0) norms."""
     from safetensors.torch import load_file, save_file
@@ -51,12 +43,12 @@ def write_gqa_checkpoint(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny(one_thread: None) -> Backbone:
+def tiny() -> Backbone:
     return Backbone.load(str(CHECKPOINT), precision="fp32", device="cpu")
 
 
 @pytest.fixture(scope="module")
-def gqa(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Backbone:
+def gqa(tmp_path_factory: pytest.TempPathFactory) -> Backbone:
     bb = Backbone.load(str(write_gqa_checkpoint(tmp_path_factory.mktemp("gqa"))), precision="fp32",
                        device="cpu")
     attn = bb.model.model.layers[0].self_attn
@@ -275,7 +267,7 @@ def test_fused_matches_unfused_on_cuda() -> None:
     assert bool(half.image_vocab.is_image(first).all())
 
 
-def test_fused_step_in_bf16_is_within_rounding_of_the_hf_step(one_thread: None) -> None:
+def test_fused_step_in_bf16_is_within_rounding_of_the_hf_step() -> None:
     half = Backbone.load(str(CHECKPOINT), precision="bf16", device="cpu")
     cond, uncond, _ = prompts(half, "cfg")
     tokens = half.image_vocab.bpe_ids[torch.arange(0, 40, 3)].tolist()

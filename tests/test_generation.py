@@ -16,20 +16,6 @@ from yoc_assistant.errors import UserInputError
 CHECKPOINT = Path(__file__).parent / "data" / "tiny-anole-a" / "checkpoint"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy 2-core machine, by far."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def bb(one_thread: None) -> Backbone:
-    return Backbone.load(str(CHECKPOINT), precision="fp32", device="cpu")
-
-
 def make_extra(bb: Backbone, rows: int = 2, seed: int = 0) -> ExtraTokens:
     gen = torch.Generator().manual_seed(seed)
     return ExtraTokens(torch.randn(rows, bb.hidden_size, generator=gen) * 0.5,
@@ -310,7 +296,7 @@ def test_progress_callback_errors_propagate(bb: Backbone) -> None:
     assert bb.generate_images(bb.prompt_ids(["a dog"]), seed=1, decode=False).ids.shape[1] == 144
 
 
-def test_streaming_with_a_byte_level_tokenizer(tmp_path: Path, one_thread: None) -> None:
+def test_streaming_with_a_byte_level_tokenizer(tmp_path: Path) -> None:
     from yoc_assistant.backbone.tiny import write_tiny_checkpoint
 
     byte_bb = Backbone.load(str(write_tiny_checkpoint(tmp_path / "bytes", seed=3)),

@@ -13,20 +13,6 @@ from yoc_assistant.errors import UserInputError
 CHECKPOINT = Path(__file__).parent / "data" / "tiny-anole-a" / "checkpoint"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy 2-core machine, by far."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def bb(one_thread: None) -> Backbone:
-    return Backbone.load(str(CHECKPOINT), precision="fp32", device="cpu")
-
-
 def make_extra(bb: Backbone, rows: int = 3, seed: int = 0, grad: bool = False) -> ExtraTokens:
     gen = torch.Generator().manual_seed(seed)
     inp = torch.randn(rows, bb.hidden_size, generator=gen) * 0.1

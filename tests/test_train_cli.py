@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
 from library_images import photos
 
 from yoc_assistant import Backbone
@@ -18,20 +17,6 @@ from yoc_assistant.personalize.concept import ConceptVectors, load_concepts
 from yoc_assistant.personalize.trainer import TrainConfig, TrainEvent
 
 CHECKPOINT = Path(__file__).parent / "data" / "tiny-anole-a" / "checkpoint"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is many times faster than several on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def bb() -> Backbone:
-    return Backbone.load(str(CHECKPOINT), precision="fp32", device="cpu")
 
 
 @pytest.fixture(scope="module")

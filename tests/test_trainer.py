@@ -30,20 +30,6 @@ CHECKPOINT = Path(__file__).parent / "data" / "tiny-anole-a" / "checkpoint"
 GROUPS = {"generation": 4, "understanding": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is many times faster than several on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def bb() -> Backbone:
-    return Backbone.load(str(CHECKPOINT), precision="fp32", device="cpu")
-
-
 def make_examples(bb: Backbone, n_images: int = 4, img_len: int = 12) -> list[Example]:
     """Hand-built recognition and generation examples in the self-prompting layout."""
     cs = ConceptSet(bb, [ConceptVectors.initialize(bb, "bo", GROUPS)])

@@ -1,0 +1,193 @@
+"""The toy world, its training scripts (quick mode) and the shipped toy models."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from yoc_assistant.errors import UserInputError
+from yoc_assistant.toyworld import language, world
+from yoc_assistant.toyworld.common import BACKBONE_DIR, CLIP_DIR
+
+
+def _arrays(scenes: list[world.Scene]) -> np.ndarray:
+    return world.render_array(scenes)
+
+
+def test_world_is_deterministic_per_seed() -> None:
+    a, b = world.random_scenes(6, seed=3), world.random_scenes(6, seed=3)
+    assert a == b
+    assert np.array_equal(_arrays(a), _arrays(b))
+    c = world.random_scenes(6, seed=4)
+    assert not np.array_equal(_arrays(a), _arrays(c))
+    img = world.render(a[0])
+    assert img.mode == "RGB" and img.size == (world.SIZE, world.SIZE)
+
+
+def test_things_differ_in_pixels_not_only_in_name() -> None:
+    base = world.Scene(world.EXAMPLE_THING, "big", "sand", 16, 16, seed=9)
+    pixels = np.asarray(world.render(base), dtype=np.float32)
+    for other in world.lookalikes(world.EXAMPLE_THING, 1):
+        moved = world.Scene(other, "big", "sand", 16, 16, seed=9)
+        diff = np.abs(np.asarray(world.render(moved), dtype=np.float32) - pixels)
+        assert diff.max() > 60, other
+
+
+def test_lookalikes_are_exactly_one_or_two_attributes_away() -> None:
+    thing = world.EXAMPLE_THING
+    near, far = world.lookalikes(thing, 1), world.lookalikes(thing, 2)
+    n_shape, n_colour, n_pattern = len(world.SHAPES) - 1, len(world.COLOURS) - 1, len(world.PATTERNS) - 1
+    assert len(near) == n_shape + n_colour + n_pattern
+    assert len(far) == n_shape * n_colour + n_shape * n_pattern + n_colour * n_pattern
+    assert all(thing.distance(t) == 1 for t in near)
+    assert all(thing.distance(t) == 2 for t in far)
+    assert len(set(near) | set(far)) == len(near) + len(far)
+    with pytest.raises(UserInputError, match="distance"):
+        world.lookalikes(thing, 3)
+
+
+def test_photos_of_a_thing_vary_but_show_the_same_thing() -> None:
+    photos = world.photos_of(world.EXAMPLE_THING, 8, seed=1)
+    assert all(p.thing == world.EXAMPLE_THING for p in photos)
+    assert len({(p.background, p.x, p.y, p.size) for p in photos}) > 4
+    assert world.photos_of(world.EXAMPLE_THING, 8, seed=1) == photos
+
+
+def test_held_out_things_never_appear_in_pretraining_scenes() -> None:
+    assert world.EXAMPLE_THING in world.HELD_OUT
+    scenes = world.random_scenes(3000, seed=0)
+    assert not {s.thing for s in scenes} & world.HELD_OUT
+
+
+def test_thing_parse_and_bad_names() -> None:
+    assert world.Thing.parse("orange dotted star") == world.EXAMPLE_THING
+    assert world.Thing.parse("Blue heart") == world.Thing("heart", "blue", "plain")
+    with pytest.raises(UserInputError, match="cannot read a thing"):
+        world.Thing.parse("a very nice thing")
+    with pytest.raises(UserInputError, match="unknown colour"):
+        world.Thing("star", "teal", "plain")
+
+
+def test_every_task_uses_only_vocabulary_words() -> None:
+    vocab = set(language.vocabulary())
+    rng = np.random.default_rng(0)
+    for scene in world.random_scenes(40, seed=2):
+        for task in language.TASKS:
+            ex = language.make_example(task, scene, rng)
+            for part in [*ex.prompt, *ex.answer]:
+                if part is language.IMAGE:
+                    continue
+                words = set(re.findall(r"[a-z]+", part))
+                assert words <= vocab, (task, part, words - vocab)
+
+
+def test_caption_answers_describe_the_scene() -> None:
+    scene = world.Scene(world.Thing("heart", "blue", "striped"), "small", "grass", 10, 12, 0)
+    assert scene.caption() == "a small striped blue heart on grass"
+    ex = language.make_example("caption", scene, np.random.default_rng(0))
+    assert ex.answer == ["a small striped blue heart on grass ."]
+
+
+def test_quick_pipeline_trains_and_loads(tmp_path, monkeypatch) -> None:
+    """train_vq --quick then train_backbone --quick: a checkpoint Backbone.load reads."""
+    from yoc_assistant.backbone.core import Backbone
+    from yoc_assistant.toyworld import train_backbone, train_vq
+
+    monkeypatch.setenv("YOC_TOY_WORK", str(tmp_path / "work"))
+    train_vq.main(["--quick"])
+    assert (tmp_path / "work" / "vq" / "vq.safetensors").exists()
+    out = tmp_path / "bb"
+    train_backbone.main(["--quick", "--out", str(out)])
+    bb = Backbone.load(str(out), precision="fp32", device="cpu")
+    assert bb.image_size == world.SIZE and bb.has_decoder
+    meta = json.loads((out / "toyworld.json").read_text())
+    assert meta["step"] == 6
+    ids = bb.encode_images([world.render(world.random_scenes(1, seed=0)[0])])
+    assert ids.shape == (1, bb.image_seq_length)
+    # the trained VQ weights, not the skeleton's random ones, are in the checkpoint
+    vq = train_vq.load_vq(tmp_path / "work" / "vq")
+    expected = bb.image_vocab.to_bpe(vq.encode_codes(
+        train_vq.to_pixels(world.render_array(world.random_scenes(1, seed=0)))))
+    assert torch.equal(ids, expected)
+
+
+def test_make_concept_layout(tmp_path) -> None:
+    from yoc_assistant.toyworld.make_concept import write_concept
+
+    out = write_concept(tmp_path / "bluey", "bluey", world.Thing("heart", "blue", "striped"),
+                        photos=4, held_out=3, others=3, seed=5)
+    assert len(list(out.glob("photo-*.png"))) == 4
+    assert len(list((out / "held-out").glob("*.png"))) == 3
+    assert len(list((out / "others").glob("*.png"))) == 3
+    about = (out / "about.txt").read_text()
+    assert "colour: blue" in about and "bluey is a striped blue heart." in about
+
+
+def test_shipped_example_concept_is_the_example_thing() -> None:
+    from yoc_assistant.toyworld.common import CONCEPTS_DIR
+
+    folder = CONCEPTS_DIR / "sunny"
+    photos = sorted(folder.glob("photo-*.png"))
+    assert 3 <= len(photos) <= 5
+    expected = world.photos_of(world.EXAMPLE_THING, len(photos), seed=1)
+    for path, scene in zip(photos, expected, strict=True):
+        from PIL import Image
+
+        with Image.open(path) as img:
+            assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(world.render(scene)))
+
+
+# -- the shipped weights ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shipped():
+    from yoc_assistant.backbone.core import Backbone
+
+    assert (BACKBONE_DIR / "config.json").exists(), f"no shipped toy backbone in {BACKBONE_DIR}"
+    return Backbone.load(str(BACKBONE_DIR), precision="fp32", device="cpu")
+
+
+def test_shipped_backbone_round_trips_scenes(shipped) -> None:
+    scenes = world.random_scenes(16, seed=123, pool=world.ALL_THINGS)
+    images = [world.render(s) for s in scenes]
+    out = shipped.decode_images(shipped.encode_images(images))
+    err = np.mean([np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).mean()
+                   for a, b in zip(images, out, strict=True)])
+    assert err < 16.0, f"mean absolute round-trip error {err:.1f} / 255"
+    noise = world.render(world.random_scenes(1, seed=9)[0])
+    far = np.abs(np.asarray(noise, np.float32) - np.asarray(out[0], np.float32)).mean()
+    assert far > err
+
+
+def test_shipped_backbone_knows_the_world_words(shipped) -> None:
+    unk = shipped.tokenizer.convert_tokens_to_ids("<unk>")
+    for word in language.vocabulary():
+        assert shipped.tokenize(word) != [unk], word
+
+
+def test_shipped_backbone_answers_yes_no(shipped) -> None:
+    """Recognition of pretraining-style questions on new scenes, read from the first answer token."""
+    from yoc_assistant.toyworld.train_backbone import Batcher, evaluate
+
+    scenes = world.random_scenes(40, seed=777)
+    batcher = Batcher(shipped, scenes, shipped.encode_images([world.render(s) for s in scenes]))
+    metrics = evaluate(shipped, batcher, 20, seed=777, tasks=("recognize", "exists"))
+    assert metrics["recognize_yesno"] >= 0.8, metrics
+    assert metrics["exists_yesno"] >= 0.8, metrics
+
+
+def test_shipped_clip_loads_and_groups_photos_of_a_thing() -> None:
+    from yoc_assistant.personalize.retrieval import ClipSpec, load_clip
+
+    clip = load_clip(ClipSpec(str(CLIP_DIR)))
+    a = world.photos_of(world.EXAMPLE_THING, 4, seed=2)
+    b = world.photos_of(world.Thing("square", "green", "striped"), 4, seed=3)
+    emb = clip.embed_images([world.render(s) for s in a + b])
+    sim = emb @ emb.T
+    same = (sim[:4, :4].sum() - 4) / 12 + (sim[4:, 4:].sum() - 4) / 12
+    other = sim[:4, 4:].mean() * 2
+    assert same > other
