@@ -178,3 +178,17 @@ def test_quantized_on_cuda(tiny_dir: Path, precision: str) -> None:
     ids = torch.tensor([[bb.special.bos, *bb.tokenize("hi")]], device="cuda")
     hidden = bb.model.model(input_ids=ids).last_hidden_state
     assert torch.isfinite(bb.model.lm_head(hidden.to(bb.model.lm_head.weight.dtype)).float()).all()
+
+
+def test_display_name_comes_from_yoc_name_in_config(tmp_path) -> None:
+    import json
+
+    from yoc_assistant.backbone.loading import resolve_source
+    from yoc_assistant.backbone.tiny import write_tiny_checkpoint
+
+    folder = write_tiny_checkpoint(tmp_path / "weights", hidden_size=32, intermediate_size=64,
+                                   num_layers=1)
+    assert resolve_source(folder)[1] == "weights"
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "yoc_name": "yoc-toy"}))
+    assert resolve_source(folder)[1] == "yoc-toy"

@@ -46,6 +46,17 @@ def hf_cache_dir() -> Path:
     return Path(xdg) / "huggingface" / "hub"
 
 
+def _display_name(folder: Path) -> str:
+    """`yoc_name` from config.json (the shipped toy model sets it), else the folder's name."""
+    try:
+        named = json.loads((folder / "config.json").read_text()).get("yoc_name")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    if isinstance(named, str) and named:
+        return named
+    return folder.name if folder.name != "checkpoint" else folder.parent.name
+
+
 def resolve_source(source: str | os.PathLike[str]) -> tuple[Path, str]:
     """(checkpoint directory, display name) for a local path or a cached hub id."""
     text = str(source)
@@ -53,8 +64,7 @@ def resolve_source(source: str | os.PathLike[str]) -> tuple[Path, str]:
     if path.exists():
         if not path.is_dir():
             raise UserInputError(f"{path} is a file; a backbone is a checkpoint directory")
-        name = path.name if path.name != "checkpoint" else path.parent.name
-        return path, name
+        return path, _display_name(path)
     if not _HUB_ID.match(text):
         raise NotFoundError(f"no checkpoint directory {path}")
     return _from_hf_cache(text), text
