@@ -18,7 +18,7 @@ from yoc_assistant.backbone.vqgan import VQDecoder, decode_pixels
 from yoc_assistant.errors import BackboneError, UserInputError
 
 DATA = Path(__file__).parent / "data" / "tiny-anole-a"
-PARAMS = Path(__file__).parent.parent.parent / "shared" / "spec" / "anole-vqvae-decoder-params.json"
+PARAMS = Path(__file__).parent / "data" / "anole-vqvae-decoder-params.json"  # copy of shared/spec
 
 
 @pytest.fixture(scope="module")
