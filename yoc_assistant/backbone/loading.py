@@ -258,7 +258,9 @@ def _load_model(folder: Path, config: Any, precision: str, device: torch.device)
     from transformers import ChameleonForConditionalGeneration
 
     dtype = torch.float32 if precision == "fp32" else torch.bfloat16
-    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": str(device)}}
+    # use_safetensors: never fall back to pickled weights, even if a folder has both.
+    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": str(device)}, "use_safetensors": True,
+                              "local_files_only": True}
     quant = _quantization(precision, device)
     if quant is not None:
         kwargs["quantization_config"] = quant
