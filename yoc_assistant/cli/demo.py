@@ -7,6 +7,7 @@ the other commands call; nothing here is demo-only logic.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import click
 
 from yoc_assistant.cli.output import info, print_json, progress, warn
-from yoc_assistant.errors import NotFoundError
+from yoc_assistant.errors import NotFoundError, UserInputError
 
 PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
@@ -28,6 +29,8 @@ class ExampleConcept:
     held_out: list[Path]  # photos of the concept not used for training
     others: list[Path]  # photos of something else
     question: str
+    pool: list[Path]  # generic photos for retrieval (soft positives, negatives)
+    recipe: dict[str, Any]  # training options that suit this example (train.json)
 
 
 def examples_root() -> Path:
@@ -46,7 +49,8 @@ def _images(folder: Path) -> list[Path]:
 
 
 def load_example(root: Path | None = None) -> ExampleConcept:
-    """The first concept folder: photos at its top, `held-out/` and `others/` beside them."""
+    """The first concept folder: photos at its top, `held-out/`, `others/` and `pool/`
+    beside them, `about.txt`, `question.txt` and `train.json` (options for `yoc train`)."""
     root = root or examples_root()
     folders = sorted(p for p in root.iterdir() if p.is_dir() and _images(p))
     if not folders:
@@ -57,9 +61,14 @@ def load_example(root: Path | None = None) -> ExampleConcept:
     about = about_file.read_text().strip() if about_file.is_file() else None
     question = (question_file.read_text().strip() if question_file.is_file()
                 else f"What does <{folder.name}> look like?")
+    recipe_file = folder / "train.json"
+    try:
+        recipe = json.loads(recipe_file.read_text()) if recipe_file.is_file() else {}
+    except ValueError as err:
+        raise UserInputError(f"{recipe_file} is not valid JSON: {err}") from None
     return ExampleConcept(name=folder.name, photos=_images(folder), about=about,
                           held_out=_images(folder / "held-out"), others=_images(folder / "others"),
-                          question=question)
+                          question=question, pool=_images(folder / "pool"), recipe=recipe)
 
 
 def _step(title: str, quiet: bool) -> None:
@@ -107,8 +116,12 @@ def demo(steps: int | None, retrain: bool, out: Path | None, seed: int, quiet: b
         if concept is None or not getattr(concept, "vectors_path", None):
             add_concept_from_paths(library, example.photos, example.name, about=example.about,
                                    backbone=bb.name)
+        if example.pool:
+            report = library.add_pool_images(example.pool)
+            info(f"pool: {len(report.accepted)} generic photos added for retrieval "
+                 f"({len(library.pool_images())} in all)", quiet=quiet)
         _step(f"3. Training <{example.name}>'s tokens (the backbone stays frozen)", quiet)
-        options: dict[str, Any] = {"seed": seed}
+        options: dict[str, Any] = {"seed": seed, **example.recipe}
         if steps is not None:
             options["steps"] = steps
         elif is_noise:
@@ -129,7 +142,7 @@ def demo(steps: int | None, retrain: bool, out: Path | None, seed: int, quiet: b
         _step(f"{4 + i}. Asking: {question}" + (f" [{photo.name}]" if photo else ""), quiet)
         images = [normalize_file(photo).image] if photo else []
         response = assistant.respond(Request(text=question, images=images, mode="text",
-                                             seed=seed, max_tokens=48))
+                                             seed=seed, max_tokens=32, temperature=0.0))
         info(f"yoc: {response.text.strip()}", quiet=quiet)
         answers.append({"question": question, "photo": str(photo) if photo else None,
                         "answer": response.text.strip()})
