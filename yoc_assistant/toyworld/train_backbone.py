@@ -1,0 +1,390 @@
+"""Pretrain the toy Chameleon text+image model on world scenes.
+
+The checkpoint starts as `backbone.tiny.write_tiny_checkpoint` (a complete
+Anole-format directory with the world's word-level tokenizer), takes the trained
+VQ-VAE from `train_vq`, and is trained through yoc's own `Backbone.embed` /
+`Backbone.forward` (the same calls personalization makes) on five tasks in
+Anole's turn format: captioning, caption -> image, recognition ("is the X in this
+photo ?"), existence ("is there a red star ?") and attribute QA. The loss is
+averaged per example, then per task, then over tasks: with one average over all
+target tokens the 66-token image answers drown the one-word answers.
+
+    python -m yoc_assistant.toyworld.train_backbone [--minutes M] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from yoc_assistant.toyworld import language, world
+from yoc_assistant.toyworld.common import (
+    BACKBONE_DIR,
+    Progress,
+    load_tensors,
+    lr_at,
+    save_tensors,
+    set_threads,
+    work_dir,
+    write_json,
+)
+
+MODEL: dict[str, int] = {"hidden_size": 192, "num_layers": 4, "num_heads": 4, "intermediate_size": 512}
+QUICK_MODEL: dict[str, int] = {"hidden_size": 64, "num_layers": 1, "num_heads": 2, "intermediate_size": 128}
+
+
+# -- the checkpoint ------------------------------------------------------------------------
+
+def build_skeleton(folder: Path, vq_dir: Path, model: dict[str, int], seed: int) -> Path:
+    """A complete checkpoint: random text model, the trained VQ-VAE (encoder, codebook, decoder)."""
+    from safetensors.torch import save_file
+
+    from yoc_assistant.backbone.tiny import write_tiny_checkpoint
+
+    vq_cfg = json.loads((vq_dir / "vq_config.json").read_text())
+    write_tiny_checkpoint(folder, hidden_size=model["hidden_size"], num_layers=model["num_layers"],
+                          num_heads=model["num_heads"], intermediate_size=model["intermediate_size"],
+                          words=language.vocabulary(), vq=vq_cfg, seed=seed)
+    tensors = load_tensors(folder / "model.safetensors")
+    trained = load_tensors(vq_dir / "vq.safetensors")
+    for key, value in trained.items():
+        name = f"model.vqmodel.{key}"
+        if name not in tensors or tensors[name].shape != value.shape:
+            raise RuntimeError(f"{vq_dir}: VQ tensor {key} does not fit the checkpoint skeleton")
+        tensors[name] = value
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return folder
+
+
+def export(bb: Any, skeleton: Path, dest: Path, meta: dict[str, Any]) -> None:
+    """Write `bb` as an ordinary HF directory at `dest`, replacing it atomically (dir swap)."""
+    from yoc_assistant.backbone.vqgan import DECODER_PREFIX
+
+    tmp = dest.parent / f".{dest.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(skeleton, tmp, ignore=shutil.ignore_patterns("model.safetensors"))
+    tensors = {k: v.float() for k, v in bb.model.state_dict().items()}
+    skeleton_tensors = load_tensors(skeleton / "model.safetensors")
+    tensors.update({k: v for k, v in skeleton_tensors.items() if k.startswith(DECODER_PREFIX)})
+    save_tensors(tmp / "model.safetensors", tensors, {"format": "pt"})
+    write_json(tmp / "toyworld.json", meta)
+    old = dest.parent / f".{dest.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# -- data --------------------------------------------------------------------------------
+
+def encode_scenes(bb: Any, scenes: list[world.Scene], chunk: int = 256) -> torch.Tensor:
+    """Image-token BPE ids [N, image_seq_length] through the backbone's own encoder."""
+    out = []
+    for i in range(0, len(scenes), chunk):
+        out.append(bb.encode_images([world.render(s) for s in scenes[i:i + chunk]]))
+    return torch.cat(out)
+
+
+class Batcher:
+    """Builds padded batches of examples with target masks; equal examples per task."""
+
+    def __init__(self, bb: Any, scenes: list[world.Scene], image_ids: torch.Tensor) -> None:
+        self.bb, self.scenes, self.image_ids = bb, scenes, image_ids
+        self.sp = bb.special
+        self._cache: dict[str, list[int]] = {}
+
+    def _text(self, text: str) -> list[int]:
+        if text not in self._cache:
+            self._cache[text] = self.bb.tokenize(text)
+        return self._cache[text]
+
+    def _parts(self, parts: list, index: int) -> list[int]:
+        out: list[int] = []
+        for part in parts:
+            if part is language.IMAGE:
+                out += [self.sp.boi, *self.image_ids[index].tolist(), self.sp.eoi]
+            else:
+                out += self._text(part)
+        return out
+
+    def example_ids(self, ex: language.Example, index: int) -> tuple[list[int], int]:
+        """(ids, answer start): BOS + prompt + SEP + answer + EOS."""
+        prompt = [self.sp.bos, *self._parts(ex.prompt, index), self.sp.sep]
+        return prompt + self._parts(ex.answer, index) + [self.sp.eos], len(prompt)
+
+    def batch(self, rng: np.random.Generator, per_task: int,
+              tasks: tuple[str, ...] = language.TASKS, decision_weight: float = 0.0) -> dict[str, torch.Tensor]:
+        rows, starts, task_ix, decisive = [], [], [], []
+        for t, task in enumerate(tasks):
+            for _ in range(per_task):
+                i = int(rng.integers(len(self.scenes)))
+                ids, start = self.example_ids(language.make_example(task, self.scenes[i], rng), i)
+                rows.append(ids)
+                starts.append(start)
+                task_ix.append(t)
+                decisive.append(task in DECISION_TASKS)
+        return collate(rows, starts, task_ix, self.sp.pad,
+                       [decision_weight if d else 0.0 for d in decisive])
+
+
+DECISION_TASKS = ("recognize", "exists")  # their first answer token (yes/no) decides
+
+
+def collate(rows: list[list[int]], starts: list[int], task_ix: list[int], pad: int,
+            decision_weight: list[float] | None = None) -> dict[str, torch.Tensor]:
+    """`weight`: 1 on target tokens; the first answer token gets `decision_weight` times
+    the rest of the answer's weight on top (0: plain mean over the answer)."""
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    attn = torch.zeros((len(rows), length), dtype=torch.long)
+    target = torch.zeros((len(rows), length), dtype=torch.bool)
+    weight = torch.zeros((len(rows), length))
+    for b, (row, start) in enumerate(zip(rows, starts, strict=True)):
+        ids[b, :len(row)] = torch.tensor(row)
+        attn[b, :len(row)] = 1
+        target[b, start:len(row)] = True
+        weight[b, start:len(row)] = 1.0
+        if decision_weight:
+            weight[b, start] += decision_weight[b] * (len(row) - start - 1)
+    return {"ids": ids, "attention_mask": attn, "target": target, "task": torch.tensor(task_ix),
+            "weight": weight}
+
+
+# -- loss and evaluation ---------------------------------------------------------------------
+
+def token_losses(bb: Any, batch: dict[str, torch.Tensor],
+                 bf16: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token CE [B, T-1] on target positions (0 elsewhere), the target mask [B, T-1], logits."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits, _ = bb.forward(batch["ids"], attention_mask=batch["attention_mask"])
+    logits = logits[:, :-1].float()
+    labels = batch["ids"][:, 1:]
+    mask = batch["target"][:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none")
+    return ce.view(labels.shape) * mask, mask, logits
+
+
+def task_balanced_loss(ce: torch.Tensor, mask: torch.Tensor, task: torch.Tensor,
+                       weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[int, float]]:
+    """Mean over tasks of (mean over examples of (weighted mean over the example's target
+    tokens)); `weight` [B, T-1] defaults to the mask (a plain mean)."""
+    w = mask.float() if weight is None else weight
+    per_example = (ce * w).sum(1) / w.sum(1).clamp(min=1e-6)
+    per_task = {int(t): per_example[task == t].mean() for t in task.unique()}
+    loss = torch.stack(list(per_task.values())).mean()
+    return loss, {t: float(v.detach()) for t, v in per_task.items()}
+
+
+@torch.no_grad()
+def evaluate(bb: Any, batcher: Batcher, n_per_task: int, seed: int, bf16: bool = True,
+             tasks: tuple[str, ...] = language.TASKS) -> dict[str, float]:
+    """Teacher-forced argmax: an answer counts only if every target token is the argmax,
+    which is exactly what greedy decoding would produce. Yes/no: the first answer token."""
+    rng = np.random.default_rng([seed, 5])
+    stats: dict[str, list[float]] = {}
+    for _ in range(max(1, n_per_task // 20)):
+        batch = batcher.batch(rng, min(20, n_per_task), tasks)
+        ce, mask, logits = token_losses(bb, batch, bf16)
+        pred = logits.argmax(-1)
+        right = (pred == batch["ids"][:, 1:]) | ~mask
+        first = mask.float().argmax(1)
+        for b in range(len(pred)):
+            task = tasks[int(batch["task"][b])]
+            stats.setdefault(f"{task}_loss", []).append(float(ce[b].sum() / mask[b].sum()))
+            if task == "generate":
+                continue
+            stats.setdefault(f"{task}_exact", []).append(float(right[b].all()))
+            if task in ("recognize", "exists"):
+                stats.setdefault(f"{task}_yesno", []).append(float(right[b, first[b]]))
+    return {k: float(np.mean(v)) for k, v in sorted(stats.items())}
+
+
+# -- training ----------------------------------------------------------------------------
+
+@torch.no_grad()
+def init_image_rows(bb: Any, seed: int) -> None:
+    """Start the image tokens' embedding and head rows from their VQ codebook vectors
+    (through a fixed random projection, at the rows' own scale): similar patches then
+    start as similar tokens, so the model need not discover the codebook's geometry."""
+    codebook = bb.model.model.vqmodel.quantize.embedding.weight.float()  # [K, D]
+    gen = torch.Generator().manual_seed(seed + 99)
+    proj = torch.randn(codebook.shape[1], bb.hidden_size, generator=gen)
+    feats = (codebook - codebook.mean(0)) / codebook.std(0).clamp(min=1e-6)
+    rows = feats @ proj / codebook.shape[1] ** 0.5  # unit-variance entries
+    bpe = bb.image_vocab.code_to_bpe
+    for weight in (bb.model.model.embed_tokens.weight, bb.model.lm_head.weight):
+        scale = weight.float().std()
+        weight[bpe] = (rows * scale).to(weight.dtype)
+
+def trainable(bb: Any) -> list[tuple[str, torch.nn.Parameter]]:
+    out = []
+    for name, p in bb.model.named_parameters():
+        train = "vqmodel" not in name
+        p.requires_grad_(train)
+        if train:
+            out.append((name, p))
+    return out
+
+
+def save_state(path: Path, params: list[tuple[str, torch.nn.Parameter]], opt: torch.optim.Optimizer,
+               step: int) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    for name, p in params:
+        tensors[f"param.{name}"] = p.data
+        st = opt.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in st:
+                tensors[f"{key}.{name}"] = st[key]
+    save_tensors(path, tensors, {"format": "pt", "step": str(step)})
+
+
+def load_state(path: Path, params: list[tuple[str, torch.nn.Parameter]], opt: torch.optim.Optimizer) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        step = int(fh.metadata()["step"])
+    tensors = load_tensors(path)
+    for name, p in params:
+        p.data.copy_(tensors[f"param.{name}"])
+        if f"exp_avg.{name}" in tensors:
+            opt.state[p] = {"step": torch.tensor(float(step)), "exp_avg": tensors[f"exp_avg.{name}"],
+                            "exp_avg_sq": tensors[f"exp_avg_sq.{name}"]}
+    return step
+
+
+def prepare(args: argparse.Namespace, work: Path) -> tuple[Any, Path, list[world.Scene], torch.Tensor]:
+    from yoc_assistant.backbone.core import Backbone
+
+    skeleton = work / "skeleton"
+    shutil.rmtree(skeleton, ignore_errors=True)
+    build_skeleton(skeleton, args.vq, QUICK_MODEL if args.quick else MODEL, args.seed)
+    bb = Backbone.load(str(skeleton), precision="fp32", device="cpu")
+    tokens_file = work / f"tokens-{args.scenes}-{args.seed}.safetensors"
+    vq_stamp = str((args.vq / "vq.safetensors").stat().st_mtime_ns)
+    scenes = world.random_scenes(args.scenes, args.seed)
+    if tokens_file.exists() and (work / "tokens.stamp").exists() and \
+            (work / "tokens.stamp").read_text() == vq_stamp + tokens_file.name:
+        image_ids = load_tensors(tokens_file)["ids"]
+    else:
+        t0 = time.time()
+        image_ids = encode_scenes(bb, scenes)
+        save_tensors(tokens_file, {"ids": image_ids})
+        (work / "tokens.stamp").write_text(vq_stamp + tokens_file.name)
+        print(f"[backbone] encoded {len(scenes)} scenes in {time.time() - t0:.0f}s", flush=True)
+    return bb, skeleton, scenes, image_ids
+
+
+WARMUP = 150
+CALIBRATE = 20  # steps timed to turn --minutes into a step count (the lr schedule needs one)
+
+
+def _fit_steps(step: int, start: int, t0: float, deadline: float, cap: int) -> int:
+    rate = (step - start) / max(time.time() - t0, 1e-6)
+    return max(step + 1, min(cap, step + int(rate * (deadline - time.time()))))
+
+
+def train(args: argparse.Namespace) -> dict[str, float]:
+    set_threads()
+    torch.manual_seed(args.seed)
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    bb, skeleton, scenes, image_ids = prepare(args, work)
+    if args.codebook_init and not args.resume:
+        init_image_rows(bb, args.seed)
+    params = trainable(bb)
+    bb.model.train()
+    n_params = sum(p.numel() for _, p in params)
+    print(f"[backbone] {n_params / 1e6:.2f} M trainable parameters, vocab {bb.vocab_size}", flush=True)
+    opt = torch.optim.AdamW([p for _, p in params], lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    state_file = work / "state.safetensors"
+    start = load_state(state_file, params, opt) if args.resume and state_file.exists() else 0
+    batcher = Batcher(bb, scenes, image_ids)
+    tasks = tuple(args.tasks)
+    eval_scenes = world.random_scenes(200, args.seed + 1)
+    eval_batcher = Batcher(bb, eval_scenes, encode_scenes(bb, eval_scenes))
+    rng = np.random.default_rng([args.seed, start])
+    prog = Progress(args.steps, "backbone", every=10, start=start)
+    t0, metrics = time.time(), {}
+    deadline = t0 + args.minutes * 60 if args.minutes else None
+    total = args.steps
+    for step in range(start, args.steps):
+        if deadline is not None and step == start + CALIBRATE:
+            total = _fit_steps(step, start, t0, deadline, args.steps)
+            prog.total = total
+            print(f"[backbone] {args.minutes} min allow {total} steps; rerun with --steps {total} "
+                  "(and no --minutes) to reproduce this run exactly", flush=True)
+        if step >= total:
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, total, args.lr, warmup=min(WARMUP, total // 10 + 1))
+        batch = batcher.batch(rng, args.per_task, tasks, decision_weight=args.decision_weight)
+        ce, mask, _ = token_losses(bb, batch, not args.fp32)
+        loss, per_task = task_balanced_loss(ce, mask, batch["task"], batch["weight"][:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+        opt.step()
+        shown = " ".join(f"{tasks[t][:3]}={v:.2f}" for t, v in sorted(per_task.items()))
+        prog.update(step + 1, float(loss.detach()), shown)
+        last = step + 1 == total or (deadline is not None and time.time() > deadline + 120)
+        if (step + 1) % args.save_every == 0 or last:
+            bb.model.eval()
+            metrics = evaluate(bb, eval_batcher, args.eval_n, args.seed)
+            bb.model.train()
+            print(f"[backbone] step {step + 1} eval {json.dumps(metrics)}", flush=True)
+            meta = {"step": step + 1, "total_steps": total, "seed": args.seed, "train_seconds": round(time.time() - t0),
+                    "model": QUICK_MODEL if args.quick else MODEL, "eval": metrics,
+                    "command": "python -m yoc_assistant.toyworld.train_backbone"}
+            save_state(state_file, params, opt, step + 1)
+            export(bb, skeleton, args.out, meta)
+        if last:
+            break
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--minutes", type=float, default=0,
+                    help="fit the number of steps (at most --steps) to this wall time")
+    ap.add_argument("--per-task", type=int, default=12, help="examples per task in a batch")
+    ap.add_argument("--scenes", type=int, default=16000)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-every", type=int, default=200)
+    ap.add_argument("--eval-n", type=int, default=100, help="eval examples per task")
+    ap.add_argument("--vq", type=Path, default=None, help="default: $YOC_TOY_WORK/vq")
+    ap.add_argument("--work", type=Path, default=None, help="default: $YOC_TOY_WORK/backbone")
+    ap.add_argument("--out", type=Path, default=BACKBONE_DIR)
+    ap.add_argument("--resume", action="store_true", help="continue from the work dir's state")
+    ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    ap.add_argument("--tasks", nargs="+", choices=language.TASKS, default=list(language.TASKS),
+                    help="train on these tasks only")
+    ap.add_argument("--decision-weight", type=float, default=0.0,
+                    help="extra weight of the yes/no token of recognition answers: 1 = as much "
+                         "as the rest of the answer together")
+    ap.add_argument("--codebook-init", action="store_true",
+                    help="start image-token rows from the VQ codebook (see init_image_rows)")
+    ap.add_argument("--quick", action="store_true", help="tiny model, a few steps (CI)")
+    args = ap.parse_args(argv)
+    args.vq = args.vq or work_dir() / "vq"
+    args.work = args.work or work_dir() / "backbone"
+    if args.quick:
+        args.steps, args.per_task, args.scenes, args.save_every, args.eval_n = 6, 2, 64, 6, 20
+    if not (args.vq / "vq.safetensors").exists():
+        raise SystemExit(f"no trained VQ-VAE at {args.vq}: run python -m yoc_assistant.toyworld.train_vq first")
+    metrics = train(args)
+    print(f"[backbone] done: {json.dumps(metrics)} -> {args.out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
