@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--minutes", type=float, default=0,
                     help="fit the number of steps (at most --steps) to this wall time")
-    ap.add_argument("--per-task", type=int, default=12, help="examples per task in a batch")
+    ap.add_argument("--per-task", type=int, default=8, help="examples per task in a batch")
     ap.add_argument("--scenes", type=int, default=16000)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
