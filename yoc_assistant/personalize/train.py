@@ -385,7 +385,8 @@ def config_from_options(options: dict[str, Any]) -> TrainConfig:
     """TrainConfig from CLI-style options (None = default)."""
     mapping = {"epochs": "epochs", "steps": "max_steps", "lr": "lr", "batch_size": "batch_size",
                "grad_accum": "grad_accum", "precision": "precision", "seed": "seed",
-               "gradient_checkpointing": "gradient_checkpointing", "checkpoint_every": "checkpoint_every"}
+               "gradient_checkpointing": "gradient_checkpointing", "checkpoint_every": "checkpoint_every",
+               "eval_every": "eval_every"}
     unknown = set(options) - set(mapping)
     if unknown:
         raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")
