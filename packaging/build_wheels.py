@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # What a project folder needs to build; everything else (tests, caches) stays out.
 CORE_FILES = ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in")
 CORE_PACKAGE = "yoc_assistant"
+# The example concept lives at the top of the repository; an installed yoc finds it
+# inside the package (cli/demo.py looks in both places).
+EXAMPLES = ("concepts", "toyworld/concepts")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist", ".*")
 
 
@@ -41,6 +44,9 @@ def stage(project: Path, root: Path, into: Path) -> Path:
             if (root / name).is_file():
                 shutil.copy2(root / name, target / name)
         shutil.copytree(root / CORE_PACKAGE, target / CORE_PACKAGE, ignore=IGNORE)
+        source, inside = EXAMPLES
+        if (root / source).is_dir():
+            shutil.copytree(root / source, target / CORE_PACKAGE / inside, ignore=IGNORE)
     else:
         shutil.copytree(project, target, ignore=IGNORE)
     return target

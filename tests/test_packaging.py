@@ -26,6 +26,7 @@ def _copy_repo(dest: Path) -> Path:
         shutil.copy2(ROOT / name, dest / name)
     shutil.copytree(ROOT / "yoc_assistant", dest / "yoc_assistant", ignore=IGNORE)
     shutil.copytree(ROOT / "plugins", dest / "plugins", ignore=IGNORE)
+    shutil.copytree(ROOT / "concepts", dest / "concepts", ignore=IGNORE)
     for probe in PROBES:
         (dest / probe).parent.mkdir(parents=True, exist_ok=True)
         (dest / probe).write_bytes(b"probe")
@@ -64,6 +65,11 @@ def test_wheels_carry_package_data_and_entry_points(tmp_path: Path) -> None:
         missing = sorted(set(expected) - names)
         assert not missing, f"files missing from the core wheel: {missing}"
         assert set(PROBES) <= names
+        # The example concept travels inside the package, where an installed `yoc demo` looks.
+        for photo in (repo / "concepts").rglob("*.png"):
+            inside = "yoc_assistant/toyworld/concepts/" + photo.relative_to(repo / "concepts").as_posix()
+            assert inside in names, inside
+        assert "yoc_assistant/toyworld/concepts/sunny/train.json" in names
         assert _entry_points(core)["console_scripts"]["yoc"] == "yoc_assistant.cli:main"
 
     for plugin, module in (("yoc_text", "yoc_text"), ("yoc_image", "yoc_image")):
