@@ -233,6 +233,13 @@ def pick_device(device: str | torch.device) -> torch.device:
     return torch.device(text)
 
 
+def auto_precision(precision: str, device: str | torch.device) -> str:
+    """`auto`: bf16 on a GPU, fp32 on the CPU (bf16 matmuls are slow on most CPUs)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if pick_device(device).type == "cuda" else "fp32"
+
+
 def _quantization(precision: str, device: torch.device) -> Any:
     if precision not in ("int8", "nf4"):
         return None

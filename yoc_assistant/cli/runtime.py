@@ -27,11 +27,9 @@ def precision_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    if precision != "auto":
-        return precision
-    from yoc_assistant.backbone.loading import pick_device
+    from yoc_assistant.backbone.loading import auto_precision
 
-    return "bf16" if pick_device(device).type == "cuda" else "fp32"
+    return auto_precision(precision, device)
 
 
 def open_backbone(precision: str = "auto", *, quiet: bool = False) -> Backbone:

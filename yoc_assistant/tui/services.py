@@ -216,12 +216,11 @@ _LOADED_LOCK = threading.Lock()
 
 def _load_cached(source: str, precision: str | None, device: str | None) -> Any:
     from yoc_assistant.backbone import Backbone
-    from yoc_assistant.backbone.loading import pick_device
+    from yoc_assistant.backbone.loading import auto_precision, pick_device
     from yoc_assistant.settings import device as default_device
 
     chosen_device = pick_device(device or default_device())
-    # as the CLI's --precision auto: bf16 on a GPU, fp32 on the CPU (bf16 is slow there)
-    chosen = precision or ("bf16" if chosen_device.type == "cuda" else "fp32")
+    chosen = auto_precision(precision or "auto", chosen_device)
     key = (source, chosen, str(chosen_device))
     with _LOADED_LOCK:
         if key not in _LOADED:
