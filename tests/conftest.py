@@ -30,6 +30,16 @@ def bb():
     return Backbone.load(str(TINY_ANOLE_A / "checkpoint"), precision="fp32", device="cpu")
 
 
+def small_random_backbone(folder: Path, seed: int):
+    """A 1-layer, hidden-32 random checkpoint with a byte-level tokenizer (any text spells
+    out, so e.g. "Yes" and "No" differ), written to `folder` and loaded fp32 on the CPU."""
+    from yoc_assistant import Backbone
+    from yoc_assistant.backbone.tiny import write_tiny_checkpoint
+
+    write_tiny_checkpoint(folder, hidden_size=32, intermediate_size=64, num_layers=1, seed=seed)
+    return Backbone.load(str(folder), precision="fp32", device="cpu")
+
+
 @pytest.fixture(autouse=True)
 def yoc_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path_factory.mktemp("yoc-home")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import small_random_backbone
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -19,16 +20,10 @@ from yoc_assistant.personalize.concept import (
     load_concepts,
 )
 
-CHECKPOINT = Path(__file__).parent / "data" / "tiny-anole-a" / "checkpoint"
-
 
 @pytest.fixture(scope="module")
 def other_bb(tmp_path_factory: pytest.TempPathFactory) -> Backbone:
-    from yoc_assistant.backbone.tiny import write_tiny_checkpoint
-
-    folder = write_tiny_checkpoint(tmp_path_factory.mktemp("other") / "narrow", hidden_size=32,
-                                   intermediate_size=64, num_layers=1, seed=3)
-    return Backbone.load(str(folder), precision="fp32", device="cpu")
+    return small_random_backbone(tmp_path_factory.mktemp("other") / "narrow", 3)
 
 
 def test_default_layout_is_identifier_plus_32_rows(bb: Backbone) -> None:

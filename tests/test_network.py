@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from yoc_assistant.backbone import Backbone, ExtraTokens
 from yoc_assistant.errors import UserInputError
-
-CHECKPOINT = Path(__file__).parent / "data" / "tiny-anole-a" / "checkpoint"
 
 
 def make_extra(bb: Backbone, rows: int = 3, seed: int = 0, grad: bool = False) -> ExtraTokens:

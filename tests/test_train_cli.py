@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import TINY_ANOLE_A, small_random_backbone
 from library_images import photos
 
 from yoc_assistant import Backbone
@@ -16,17 +17,11 @@ from yoc_assistant.library.concepts import add_concept_from_paths
 from yoc_assistant.personalize.concept import ConceptVectors, load_concepts
 from yoc_assistant.personalize.trainer import TrainConfig, TrainEvent
 
-CHECKPOINT = Path(__file__).parent / "data" / "tiny-anole-a" / "checkpoint"
-
 
 @pytest.fixture(scope="module")
 def byte_bb(tmp_path_factory: pytest.TempPathFactory) -> Backbone:
     """A tiny random backbone whose tokenizer spells any text (so Yes and No differ)."""
-    from yoc_assistant.backbone.tiny import write_tiny_checkpoint
-
-    folder = write_tiny_checkpoint(tmp_path_factory.mktemp("bytes") / "ckpt", hidden_size=32,
-                                   intermediate_size=64, num_layers=1, seed=1)
-    return Backbone.load(str(folder), precision="fp32", device="cpu")
+    return small_random_backbone(tmp_path_factory.mktemp("bytes") / "ckpt", 1)
 
 
 @pytest.fixture
@@ -116,7 +111,7 @@ def test_no_photos_fails_clearly_and_marks_the_concept(lib: Library, bb: Backbon
 
 def test_yoc_train_command(lib: Library, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                            capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("YOC_BACKBONE", str(CHECKPOINT))
+    monkeypatch.setenv("YOC_BACKBONE", str(TINY_ANOLE_A / "checkpoint"))
     monkeypatch.setenv("YOC_DEVICE", "cpu")
     add(lib, tmp_path, "bo", 3)
     assert run_cli(["train", "bo", "--steps", "2", "--batch-size", "2", "--seed", "3", "--json"]) == 0
