@@ -79,9 +79,9 @@ def test_every_task_uses_only_vocabulary_words() -> None:
         for task in language.TASKS:
             ex = language.make_example(task, scene, rng)
             for part in [*ex.prompt, *ex.answer]:
-                if part is language.IMAGE:
+                if part is language.IMAGE or part is language.NAME or isinstance(part, language.Filler):
                     continue
-                words = set(re.findall(r"[a-z]+", part))
+                words = set(re.findall(r"[a-z]+", part.lower()))
                 assert words <= vocab, (task, part, words - vocab)
 
 
@@ -90,6 +90,41 @@ def test_caption_answers_describe_the_scene() -> None:
     assert scene.caption() == "a small striped blue heart on grass"
     ex = language.make_example("caption", scene, np.random.default_rng(0))
     assert ex.answer == ["a small striped blue heart on grass ."]
+
+
+def test_named_tasks_define_the_thing_and_refer_to_it_by_name() -> None:
+    rng = np.random.default_rng(3)
+    scene = world.random_scenes(1, seed=4)[0]
+    for task in language.NAMED_TASKS:
+        for _ in range(20):
+            ex = language.make_example(task, scene, rng)
+            assert ex.prompt[0] is language.NAME and ex.prompt[1] == "is"
+            fillers = [p.n for p in ex.prompt[:6] if isinstance(p, language.Filler)]
+            assert sum(fillers) <= language.MAX_PREFIX_FILLERS
+            assert isinstance(ex.answer[0], language.Filler)
+            assert ex.answer[0].n <= language.MAX_ANSWER_FILLERS
+            assert any(p is language.NAME for p in ex.prompt[6:])  # asked about by name only
+    said = {language.make_example("named-recognize", scene, rng).answer[1] for _ in range(60)}
+    assert {w.split(",")[0] for w in said} == {"Yes", "No"}
+
+
+def test_named_batches_use_fresh_extra_rows_that_are_never_targets(shipped) -> None:
+    from yoc_assistant.toyworld.train_backbone import Batcher, encode_scenes, token_losses
+
+    scenes = world.random_scenes(8, seed=5)
+    batcher = Batcher(shipped, scenes, encode_scenes(shipped, scenes))
+    batch = batcher.batch(np.random.default_rng(0), 3, language.NAMED_TASKS, decision_weight=1.0)
+    extra, ids = batch["extra"], batch["ids"]
+    is_extra = ids >= shipped.vocab_size
+    assert extra is not None and int(ids.max()) == shipped.vocab_size + len(extra) - 1
+    assert not bool((batch["target"] & is_extra).any())
+    assert bool(batch["target"].any(1).all())  # every example still has an answer to learn
+    # each example's name is one row of its own, repeated where the name appears
+    for row in ids:
+        names = row[row >= shipped.vocab_size][:1]
+        assert int((row == names[0]).sum()) >= 2
+    ce, mask, _ = token_losses(shipped, batch, bf16=False)
+    assert bool(torch.isfinite(ce).all()) and int(mask.sum()) > 0
 
 
 def test_quick_pipeline_trains_and_loads(tmp_path, monkeypatch) -> None:

@@ -262,7 +262,8 @@ def test_bench_train_on_cpu(bb: Backbone) -> None:
     out = bench_train(bb, batch_size=2, seq_len=48, steps=2, warmup=1)
     assert_same_state(before, backbone_state(bb))
     assert out["steps"] == 2 and out["ms_per_step"] > 0
-    assert out["tokens_per_s"] == pytest.approx(2 * 48 / out["ms_per_step"] * 1000, rel=1e-3)
+    # ms_per_step is rounded to 0.01 ms: on a fast step that alone is a few tenths of a percent
+    assert out["tokens_per_s"] == pytest.approx(2 * 48 / out["ms_per_step"] * 1000, rel=1e-2)
     n = matrix_params(bb)
     assert out["flops_per_step"] == 4 * n * 2 * 48
     # Every matrix of the 2 decoder layers plus the head, nothing of the embedding or VQ model.

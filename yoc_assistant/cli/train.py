@@ -22,11 +22,13 @@ PRECISIONS = ("auto", "int8", "nf4", "bf16", "fp32")
               help="Backbone weights while training: auto = bf16 on a GPU with room, else int8; fp32 on a CPU.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of an interrupted run.")
 @click.option("--seed", type=int, help="Random seed (data order, initialization; default 0).")
+@click.option("--blank-init", is_flag=True,
+              help="Start every concept row blank, not from the words of the backbone's captions of the photos.")
 @json_option
 @quiet_option
 def train(name: str, epochs: int | None, steps: int | None, lr: float | None, batch_size: int | None,
           grad_accum: int | None, gradient_checkpointing: bool | None, precision: str, resume: bool,
-          seed: int | None, as_json: bool, quiet: bool) -> None:
+          seed: int | None, blank_init: bool, as_json: bool, quiet: bool) -> None:
     """Train (or retrain) concept NAME. Ctrl-C stops after the current step; --resume continues."""
     from yoc_assistant.library import Library
     from yoc_assistant.personalize.train import train_from_cli
@@ -36,7 +38,7 @@ def train(name: str, epochs: int | None, steps: int | None, lr: float | None, ba
         outcome = train_from_cli(
             lib, name, resume=resume, quiet=quiet or as_json, epochs=epochs, steps=steps, lr=lr,
             batch_size=batch_size, grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,
-            precision=precision, seed=seed)
+            precision=precision, seed=seed, init_from_photos=False if blank_init else None)
     finally:
         lib.close()
     if as_json:

@@ -107,9 +107,14 @@ class ConceptVectors:
     # -- creation -----------------------------------------------------------------------
     @classmethod
     def initialize(cls, bb: Backbone, name: str, groups: Mapping[str, int] | None = None, *,
-                   seed: int = 0) -> ConceptVectors:
+                   seed: int = 0, words: Sequence[int] = ()) -> ConceptVectors:
         """Fresh rows: inputs near the mean text embedding, outputs near the mean head row,
-        each with small seeded noise (so new tokens start as plausible words at a plausible logit)."""
+        each with small seeded noise (so new tokens start as plausible words at a plausible logit).
+
+        `words` (token ids, e.g. `describe.photo_words`): the last rows of every group start
+        as these words' input embeddings instead, so the personalized prompt
+        `<name> is <g..><u..>.` first reads as a description of the concept; training
+        starts from what the backbone already sees in the photos."""
         groups = check_groups(dict(DEFAULT_GROUPS if groups is None else groups))
         n = 1 + sum(groups.values())
         emb_mean, emb_std = _row_stats(*_text_embedding_rows(bb))
@@ -121,6 +126,15 @@ class ConceptVectors:
         output_rows = head_mean + INIT_NOISE * head_std * noise_out
         meta = backbone_fields(bb)
         meta["init_seed"] = str(int(seed))
+        if words:
+            table = bb.model.get_input_embeddings().weight
+            start = 1
+            for size in groups.values():
+                picked = [int(w) for w in words][:size]
+                rows = table[torch.tensor(picked, device=table.device)].detach().float().cpu()
+                input_rows[start + size - len(picked):start + size] = rows
+                start += size
+            meta["init_words"] = " ".join(str(int(w)) for w in words)
         return cls(name, groups, input_rows.contiguous(), output_rows.contiguous(), meta)
 
     def clone(self) -> ConceptVectors:

@@ -203,6 +203,14 @@ def build_examples(bb: Backbone, library: Any, name: str, vectors: ConceptVector
     return examples, list(ctx.notes)
 
 
+def initial_words(bb: Backbone, library: Any, job: JobData) -> list[int]:
+    """Word tokens the backbone's own captions of the training photos share."""
+    from yoc_assistant.personalize import data, describe
+
+    tokens = data.image_tokens(library, bb, job.train_positives)
+    return describe.photo_words(bb, [tokens[s] for s in job.train_positives])
+
+
 def make_evaluator(bb: Backbone, library: Any, name: str, job: JobData, notes: list[str],
                    clip_device: str = "cpu") -> Callable[[ConceptVectors], dict[str, float]] | None:
     """Score = mean(recognition weighted accuracy, CLIP-I) on held-out photos; None without them."""
@@ -320,7 +328,11 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
     groups, modalities = group_sizes(plugins if plugins is not None else default_plugins())
     job = select_images(library, name, seed=config.seed, clip_device=device)
     note(job.notes)
-    vectors = ConceptVectors.initialize(bb, name, groups, seed=config.seed)
+    words = initial_words(bb, library, job) if config.init_from_photos else []
+    if words:
+        note([f"concept rows start from the words {bb.detokenize(words).strip()!r} "
+              "(what the backbone's captions of the photos share)"])
+    vectors = ConceptVectors.initialize(bb, name, groups, seed=config.seed, words=words)
     examples, data_notes = build_examples(bb, library, name, vectors, job, modalities,
                                           about=concept.about, seed=config.seed)
     note(data_notes)
@@ -386,7 +398,7 @@ def config_from_options(options: dict[str, Any]) -> TrainConfig:
     mapping = {"epochs": "epochs", "steps": "max_steps", "lr": "lr", "batch_size": "batch_size",
                "grad_accum": "grad_accum", "precision": "precision", "seed": "seed",
                "gradient_checkpointing": "gradient_checkpointing", "checkpoint_every": "checkpoint_every",
-               "eval_every": "eval_every"}
+               "eval_every": "eval_every", "init_from_photos": "init_from_photos"}
     unknown = set(options) - set(mapping)
     if unknown:
         raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")

@@ -81,6 +81,9 @@ class TrainConfig:
     checkpoint_every: int = 1
     eval_every: int | None = None  # optimizer steps; None: at the end of each epoch
     keep_checkpoints: int = 2
+    # Start each group's last rows at the words the backbone's captions of the photos
+    # share (personalize/describe.py); False: every row starts blank (the paper).
+    init_from_photos: bool = True
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints"):

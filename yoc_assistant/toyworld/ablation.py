@@ -13,9 +13,12 @@ measured on held-out scenes generated here:
   thing (zero-shot over all 144 things; its accuracy on real photos is reported too).
 
 Variants: `no-concept` (fresh, untrained tokens), `text-prompt` (no tokens; the
-concept described in words, the paper's "Chameleon + text prompt"), `shared-prompt`
-(one soft prompt, no self-prompting targets), `photos-only` (self-prompting, no soft
-positives), `full` (self-prompting + soft positives, the paper's recipe).
+concept described in words, the paper's "Chameleon + text prompt"), `caption-init`
+(rows started from the words the backbone's captions of the photos share, untrained),
+`shared-prompt` (one soft prompt, no self-prompting targets), `photos-only`
+(self-prompting, no soft positives), `blank-init` (the full recipe from blank rows, as
+the paper starts), `full` (self-prompting + soft positives from caption-started rows:
+what `yoc train` does).
 
     python -m yoc_assistant.toyworld.ablation                 # the table in docs/toyworld.md
     python -m yoc_assistant.toyworld.ablation --quick --min-recognition 0.8   # CI check
@@ -39,8 +42,8 @@ from yoc_assistant.toyworld import world
 from yoc_assistant.toyworld.common import BACKBONE_DIR, CLIP_DIR, set_threads
 from yoc_assistant.toyworld.make_concept import EXAMPLE_NAME, about_text
 
-VARIANTS = ("no-concept", "text-prompt", "shared-prompt", "photos-only", "full")
-TRAINED = ("shared-prompt", "photos-only", "full")
+VARIANTS = ("no-concept", "text-prompt", "caption-init", "shared-prompt", "photos-only", "blank-init", "full")
+TRAINED = ("shared-prompt", "photos-only", "blank-init", "full")
 
 
 @dataclass
@@ -178,12 +181,15 @@ def generation(bb: Any, clip: Any, variant: Variant, bench: Bench, n: int, seed:
 def train_variant(bb: Any, name: str, bench: Bench, steps: int, lr: float, seed: int) -> tuple[Any, float]:
     from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
     from yoc_assistant.personalize.data import BuildContext, build_training_set
+    from yoc_assistant.personalize.describe import photo_words
     from yoc_assistant.personalize.trainer import TrainConfig, train_concept
 
-    vec = ConceptVectors.initialize(bb, EXAMPLE_NAME, seed=seed)
+    t0 = time.time()
+    words = [] if name in ("no-concept", "blank-init") else photo_words(bb, bench.photos)
+    vec = ConceptVectors.initialize(bb, EXAMPLE_NAME, seed=seed, words=words)
     cs = ConceptSet(bb, [vec])
-    if name == "no-concept":
-        return cs, 0.0
+    if name in ("no-concept", "caption-init"):
+        return cs, time.time() - t0
     ctx = BuildContext.from_concepts(
         bb, cs, EXAMPLE_NAME, positives=bench.photos, easy_negatives=bench.easy,
         hard_negatives=bench.hard, soft_positives=[] if name == "photos-only" else bench.soft,
@@ -192,7 +198,6 @@ def train_variant(bb: Any, name: str, bench: Bench, steps: int, lr: float, seed:
     if name == "shared-prompt":
         groups = set(cs.group_ids(EXAMPLE_NAME, "generation")) | set(cs.group_ids(EXAMPLE_NAME, "understanding"))
         examples = _strip_groups(examples, groups)
-    t0 = time.time()
     config = TrainConfig(max_steps=steps, lr=lr, batch_size=4, precision="fp32", seed=seed,
                          checkpoint_every=10**9)
     result = train_concept(bb, vec, examples, config)
@@ -243,7 +248,7 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--steps", type=int, default=400, help="concept training steps per variant")
@@ -265,6 +270,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.variants, args.steps, args.n_test, args.pool, args.soft, args.negatives, args.images = \
             ["full"], 150, 20, 200, 60, 20, 0
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     report = run(args)
     print(json.dumps(report, indent=2) if args.json else table(report))
     if args.min_recognition is not None and "full" in report["variants"]:

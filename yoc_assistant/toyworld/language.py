@@ -4,6 +4,16 @@ Every task is a turn in Anole's format: BOS + prompt + `<reserved08706>` + answe
 + EOS, where a prompt or answer may hold a scene's image (BOI + tokens + EOI).
 `make_example(task, scene, rng)` returns the parts as text and the `IMAGE` marker;
 the training script turns them into ids through the backbone's own tokenizer.
+
+The `named-*` tasks have the exact shape of personalization data (same wordings,
+from `personalize.phrasings`): a definition `NAME is ... a dotted orange star .` in
+front, questions that refer to the thing only by `NAME`, and answers that start after
+a few `Filler` tokens. NAME and the fillers become fresh extra rows (ids past the
+vocabulary, like a concept's tokens) drawn anew for every example. A big language
+model reads a definition in its prompt and ignores odd tokens without being taught;
+a 2 M-parameter model pretrained only on captions never learns to, and then a
+concept's learned prompt (`<sunny> is <g1..gk><u1..uh>.`) has no way to reach the
+answer: the trained concept stayed at chance even on its own training photos.
 """
 
 from __future__ import annotations
@@ -15,7 +25,21 @@ import numpy as np
 from yoc_assistant.toyworld import world
 
 IMAGE = object()  # marks where the scene's image goes
-TASKS = ("caption", "generate", "recognize", "exists", "qa")
+NAME = object()  # marks where the example's name token (a fresh extra row) goes
+
+
+@dataclass(frozen=True)
+class Filler:
+    """`n` fresh extra rows: stand-ins for a concept's learned tokens (never a target)."""
+
+    n: int
+
+
+BASE_TASKS = ("caption", "generate", "recognize", "exists", "qa")
+NAMED_TASKS = ("named-recognize", "named-generate", "named-qa")
+TASKS = BASE_TASKS + NAMED_TASKS
+MAX_PREFIX_FILLERS = 32  # a concept's prompt holds 16 + 16 group tokens by default
+MAX_ANSWER_FILLERS = 16  # its answers start with one group (16 tokens)
 
 _TEMPLATE_WORDS = """
 a an the on in of is it this that photo picture image describe what which where colour color
@@ -126,8 +150,66 @@ def _qa(scene: world.Scene, rng: np.random.Generator) -> Example:
     return Example("qa", [IMAGE, q], [a])
 
 
+# -- named tasks: personalization's shape, with a definition instead of learned tokens ----------
+
+def _named(template: str) -> list:
+    """'Is {name} in this photo?' -> ['Is', NAME, 'in this photo?'] (empty pieces dropped)."""
+    out: list = []
+    for k, piece in enumerate(template.split("{name}")):
+        if k:
+            out.append(NAME)
+        if piece.strip():
+            out.append(piece.strip())
+    return out
+
+
+def _definition(thing: world.Thing, rng: np.random.Generator) -> list:
+    """NAME is <fillers> a dotted orange star <fillers> ."""
+    a, b = (int(v) for v in rng.multinomial(int(rng.integers(MAX_PREFIX_FILLERS + 1)), [0.5, 0.5]))
+    return [NAME, "is", Filler(a), f"a {thing.describe()}", Filler(b), "."]
+
+
+def _answer(parts: list, rng: np.random.Generator) -> list:
+    return [Filler(int(rng.integers(MAX_ANSWER_FILLERS + 1))), *parts]
+
+
+def _pick(options: tuple[str, ...], rng: np.random.Generator) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def _named_recognize(scene: world.Scene, rng: np.random.Generator) -> Example:
+    from yoc_assistant.personalize import phrasings as P
+
+    thing, present = _asked_thing(scene, rng)
+    question = _named(_pick(P.RECOGNITION_QUESTIONS, rng))
+    body = [IMAGE, *question] if rng.random() < 0.5 else [*question, IMAGE]
+    answer = _named(_pick(P.YES_ANSWERS if present else P.NO_ANSWERS, rng))
+    return Example("named-recognize", _definition(thing, rng) + body, _answer(answer, rng))
+
+
+def _named_generate(scene: world.Scene, rng: np.random.Generator) -> Example:
+    from yoc_assistant.personalize import phrasings as P
+
+    prompt = _definition(scene.thing, rng) + _named(_pick(P.GENERATION_PROMPTS, rng))
+    return Example("named-generate", prompt, _answer([IMAGE], rng))
+
+
+def _named_qa(scene: world.Scene, rng: np.random.Generator) -> Example:
+    from yoc_assistant.personalize import phrasings as P
+
+    t = scene.thing
+    key = world.ATTRIBUTES[int(rng.integers(len(world.ATTRIBUTES)))]
+    if rng.random() < 0.25:
+        question, answer = _pick(P.ABOUT_QUESTIONS, rng), f"{{name}} is a {t.describe()}."
+    else:
+        question = _pick(P.FACT_QUESTIONS, rng).replace("{key}", key)
+        answer = P.FACT_ANSWER.replace("{key}", key).replace("{value}", getattr(t, key))
+    return Example("named-qa", _definition(t, rng) + _named(question), _answer(_named(answer), rng))
+
+
 _MAKERS = {"caption": _caption, "generate": _generate, "recognize": _recognize, "exists": _exists,
-           "qa": _qa}
+           "qa": _qa, "named-recognize": _named_recognize, "named-generate": _named_generate,
+           "named-qa": _named_qa}
 
 
 def make_example(task: str, scene: world.Scene, rng: np.random.Generator) -> Example:

@@ -95,35 +95,64 @@ def encode_scenes(bb: Any, scenes: list[world.Scene], chunk: int = 256) -> torch
 
 
 class Batcher:
-    """Builds padded batches of examples with target masks; equal examples per task."""
+    """Builds padded batches of examples with target masks; equal examples per task.
+
+    Named tasks' NAME and fillers take fresh extra rows (ids from `vocab_size` on),
+    drawn per batch the way `ConceptVectors.initialize` draws a new concept's rows,
+    with more spread; they are never targets."""
 
     def __init__(self, bb: Any, scenes: list[world.Scene], image_ids: torch.Tensor) -> None:
         self.bb, self.scenes, self.image_ids = bb, scenes, image_ids
         self.sp = bb.special
         self._cache: dict[str, list[int]] = {}
+        self._extra = 0  # extra rows handed out in the batch being built
 
     def _text(self, text: str) -> list[int]:
         if text not in self._cache:
             self._cache[text] = self.bb.tokenize(text)
         return self._cache[text]
 
-    def _parts(self, parts: list, index: int) -> list[int]:
+    def _fresh(self, n: int) -> list[int]:
+        first = int(self.bb.vocab_size) + self._extra
+        self._extra += n
+        return list(range(first, first + n))
+
+    def _parts(self, parts: list, index: int, name: list[int]) -> list[int]:
         out: list[int] = []
         for part in parts:
             if part is language.IMAGE:
                 out += [self.sp.boi, *self.image_ids[index].tolist(), self.sp.eoi]
+            elif part is language.NAME:
+                out += name
+            elif isinstance(part, language.Filler):
+                out += self._fresh(part.n)
             else:
                 out += self._text(part)
         return out
 
     def example_ids(self, ex: language.Example, index: int) -> tuple[list[int], int]:
         """(ids, answer start): BOS + prompt + SEP + answer + EOS."""
-        prompt = [self.sp.bos, *self._parts(ex.prompt, index), self.sp.sep]
-        return prompt + self._parts(ex.answer, index) + [self.sp.eos], len(prompt)
+        name = self._fresh(1) if any(p is language.NAME for p in [*ex.prompt, *ex.answer]) else []
+        prompt = [self.sp.bos, *self._parts(ex.prompt, index, name), self.sp.sep]
+        return prompt + self._parts(ex.answer, index, name) + [self.sp.eos], len(prompt)
+
+    def extra_rows(self, n: int, rng: np.random.Generator) -> Any:
+        """`n` new-concept-like rows: inputs at the text embedding's mean plus noise of a
+        random 0.1-1 x its spread, outputs at the head's mean (they are never targets)."""
+        from yoc_assistant.backbone.core import ExtraTokens
+
+        emb = self.bb.model.get_input_embeddings().weight.detach().float()
+        text = emb[~self.bb.image_vocab.mask(int(emb.shape[0]), device=emb.device)]
+        head = self.bb.model.lm_head.weight.detach().float()
+        scale = torch.from_numpy(rng.uniform(0.1, 1.0, (n, 1))).float()
+        noise = torch.from_numpy(rng.standard_normal((n, emb.shape[1]))).float()
+        inputs = text.mean(0) + scale * text.std(0) * noise
+        return ExtraTokens(inputs, head.mean(0).expand(n, -1).clone())
 
     def batch(self, rng: np.random.Generator, per_task: int,
-              tasks: tuple[str, ...] = language.TASKS, decision_weight: float = 0.0) -> dict[str, torch.Tensor]:
+              tasks: tuple[str, ...] = language.TASKS, decision_weight: float = 0.0) -> dict[str, Any]:
         rows, starts, task_ix, decisive = [], [], [], []
+        self._extra = 0
         for t, task in enumerate(tasks):
             for _ in range(per_task):
                 i = int(rng.integers(len(self.scenes)))
@@ -132,16 +161,19 @@ class Batcher:
                 starts.append(start)
                 task_ix.append(t)
                 decisive.append(task in DECISION_TASKS)
-        return collate(rows, starts, task_ix, self.sp.pad,
-                       [decision_weight if d else 0.0 for d in decisive])
+        batch = collate(rows, starts, task_ix, self.sp.pad, int(self.bb.vocab_size),
+                        [decision_weight if d else 0.0 for d in decisive])
+        batch["extra"] = self.extra_rows(self._extra, rng) if self._extra else None
+        return batch
 
 
-DECISION_TASKS = ("recognize", "exists")  # their first answer token (yes/no) decides
+DECISION_TASKS = ("recognize", "exists", "named-recognize")  # their first answer word (yes/no) decides
 
 
-def collate(rows: list[list[int]], starts: list[int], task_ix: list[int], pad: int,
+def collate(rows: list[list[int]], starts: list[int], task_ix: list[int], pad: int, vocab_size: int,
             decision_weight: list[float] | None = None) -> dict[str, torch.Tensor]:
-    """`weight`: 1 on target tokens; the first answer token gets `decision_weight` times
+    """`target`: the answer's tokens except extra rows (fillers, names). `weight`: 1 on
+    targets; the first target (the answer's first word) gets `decision_weight` times
     the rest of the answer's weight on top (0: plain mean over the answer)."""
     length = max(len(r) for r in rows)
     ids = torch.full((len(rows), length), pad, dtype=torch.long)
@@ -151,10 +183,11 @@ def collate(rows: list[list[int]], starts: list[int], task_ix: list[int], pad: i
     for b, (row, start) in enumerate(zip(rows, starts, strict=True)):
         ids[b, :len(row)] = torch.tensor(row)
         attn[b, :len(row)] = 1
-        target[b, start:len(row)] = True
-        weight[b, start:len(row)] = 1.0
-        if decision_weight:
-            weight[b, start] += decision_weight[b] * (len(row) - start - 1)
+        target[b, start:len(row)] = ids[b, start:len(row)] < vocab_size
+        weight[b] = target[b].float()
+        if decision_weight and decision_weight[b]:
+            first = start + int(target[b, start:].float().argmax())
+            weight[b, first] += decision_weight[b] * (float(weight[b].sum()) - 1)
     return {"ids": ids, "attention_mask": attn, "target": target, "task": torch.tensor(task_ix),
             "weight": weight}
 
@@ -165,7 +198,8 @@ def token_losses(bb: Any, batch: dict[str, torch.Tensor],
                  bf16: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token CE [B, T-1] on target positions (0 elsewhere), the target mask [B, T-1], logits."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits, _ = bb.forward(batch["ids"], attention_mask=batch["attention_mask"])
+        logits, _ = bb.forward(batch["ids"], attention_mask=batch["attention_mask"],
+                               extra=batch.get("extra"))
     logits = logits[:, :-1].float()
     labels = batch["ids"][:, 1:]
     mask = batch["target"][:, 1:]
@@ -200,10 +234,10 @@ def evaluate(bb: Any, batcher: Batcher, n_per_task: int, seed: int, bf16: bool =
         for b in range(len(pred)):
             task = tasks[int(batch["task"][b])]
             stats.setdefault(f"{task}_loss", []).append(float(ce[b].sum() / mask[b].sum()))
-            if task == "generate":
+            if task.endswith("generate"):
                 continue
             stats.setdefault(f"{task}_exact", []).append(float(right[b].all()))
-            if task in ("recognize", "exists"):
+            if task in DECISION_TASKS:
                 stats.setdefault(f"{task}_yesno", []).append(float(right[b, first[b]]))
     return {k: float(np.mean(v)) for k, v in sorted(stats.items())}
 
@@ -283,6 +317,11 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Any, Path, list[world
     return bb, skeleton, scenes, image_ids
 
 
+def _short(task: str) -> str:
+    """'named-recognize' -> 'n-rec', 'caption' -> 'cap' (progress lines)."""
+    return "n-" + task[6:9] if task.startswith("named-") else task[:3]
+
+
 WARMUP = 150
 CALIBRATE = 20  # steps timed to turn --minutes into a step count (the lr schedule needs one)
 
@@ -322,7 +361,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
             prog.total = total
             print(f"[backbone] {args.minutes} min allow {total} steps; rerun with --steps {total} "
                   "(and no --minutes) to reproduce this run exactly", flush=True)
-        if step >= total:
+        if step >= total or (args.stop_at and step >= args.stop_at):
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, args.lr, warmup=min(WARMUP, total // 10 + 1))
@@ -333,9 +372,9 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
         opt.step()
-        shown = " ".join(f"{tasks[t][:3]}={v:.2f}" for t, v in sorted(per_task.items()))
+        shown = " ".join(f"{_short(tasks[t])}={v:.2f}" for t, v in sorted(per_task.items()))
         prog.update(step + 1, float(loss.detach()), shown)
-        last = step + 1 == total or (deadline is not None and time.time() > deadline + 120)
+        last = step + 1 in (total, args.stop_at) or (deadline is not None and time.time() > deadline + 120)
         if (step + 1) % args.save_every == 0 or last:
             bb.model.eval()
             metrics = evaluate(bb, eval_batcher, args.eval_n, args.seed)
@@ -356,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--minutes", type=float, default=0,
                     help="fit the number of steps (at most --steps) to this wall time")
+    ap.add_argument("--stop-at", type=int, default=0,
+                    help="stop (and save) after this step; the lr schedule still runs to --steps")
     ap.add_argument("--per-task", type=int, default=8, help="examples per task in a batch")
     ap.add_argument("--scenes", type=int, default=16000)
     ap.add_argument("--lr", type=float, default=1e-3)

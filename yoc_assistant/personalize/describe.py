@@ -1,0 +1,59 @@
+"""Words the frozen backbone uses for a concept's photos: where its rows start.
+
+A concept's prompt `<name> is <g1..gk><u1..uh>.` reads like a definition. Starting
+the last rows of each group at the words the backbone itself says about the photos
+(the words most of its captions share: "dotted orange star", not the background that
+changes from photo to photo) puts training at a point where the backbone already
+half-recognizes the concept, instead of at a blank description. On the toy backbone
+this is the difference measured in docs/toyworld.md (`full` vs `full (blank init)`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+DESCRIBE_PROMPT = "Describe this photo."
+MAX_WORDS = 16  # one group's worth
+
+
+def caption_ids(bb: Any, image: Sequence[int], *, max_new_tokens: int = 40) -> list[int]:
+    """The backbone's greedy caption of one photo (image-token ids), as token ids."""
+    from yoc_assistant.personalize.data import image_block
+
+    prompt = bb.prompt_ids([image_block(bb, image), DESCRIBE_PROMPT])
+    out = bb.generate_text(prompt, max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
+    return [int(t) for t in out.ids]
+
+
+def _is_word(bb: Any, token: int) -> bool:
+    if token >= int(bb.vocab_size) or token in bb.special.ids() or bool(bb.image_vocab.is_image([token])[0]):
+        return False
+    return any(ch.isalnum() for ch in bb.detokenize([token]))
+
+
+def shared_words(captions: Sequence[Sequence[int]], min_share: float = 0.5,
+                 limit: int = MAX_WORDS) -> list[int]:
+    """Tokens found in at least `min_share` of the captions, each once, in the order the
+    first captions use them; at most `limit`."""
+    if not captions:
+        return []
+    need = max(1, math.ceil(min_share * len(captions)))
+    counts: dict[int, int] = {}
+    for caption in captions:
+        for token in set(caption):
+            counts[token] = counts.get(token, 0) + 1
+    out: list[int] = []
+    for caption in captions:
+        for token in caption:
+            if counts[token] >= need and token not in out:
+                out.append(token)
+    return out[:limit]
+
+
+def photo_words(bb: Any, images: Sequence[Sequence[int]], *, max_new_tokens: int = 40) -> list[int]:
+    """Word tokens most captions of `images` share (see `shared_words`); [] if none."""
+    captions = [[t for t in caption_ids(bb, im, max_new_tokens=max_new_tokens) if _is_word(bb, t)]
+                for im in images]
+    return shared_words(captions)
