@@ -279,6 +279,15 @@ def test_image_tokens_are_encoded_once_ever(bb, tmp_path: Path, monkeypatch: pyt
     assert sum(encoded) == 3  # nothing re-encoded, even from a reopened library
     assert again == first
 
+    from PIL import ImageOps
+
+    from yoc_assistant.personalize.imagetokens import mirrored
+
+    flipped = data.image_tokens(lib, bb, [mirrored(s) for s in shas])
+    assert sum(encoded) == 6  # a mirror image is one more image, cached under its own key
+    assert [flipped[mirrored(s)] for s in shas] == real(bb, [ImageOps.mirror(load(s)) for s in shas]).tolist()
+    assert flipped[mirrored(shas[0])] != first[shas[0]]
+
 
 def test_image_token_cache_key_follows_the_vq_encoder(bb) -> None:
     from types import SimpleNamespace

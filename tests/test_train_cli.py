@@ -57,6 +57,8 @@ def test_job_trains_saves_and_reloads(lib: Library, bb: Backbone, tmp_path: Path
     assert cs.prompt_ids("bo")[0] == bb.vocab_size
     # The photos' own examples: both tasks of both default modalities.
     assert set(concept.metrics["examples_by_task"]) >= {"recognition", "generation"}
+    # each photo and its mirror image: 3 x 2 generation examples (no pool, no soft positives)
+    assert concept.metrics["examples_by_task"]["generation"] == 6
 
 
 def test_pool_held_out_photo_and_best_checkpoint(lib: Library, byte_bb: Backbone, tmp_path: Path,
@@ -118,6 +120,13 @@ def test_yoc_train_command(lib: Library, tmp_path: Path, monkeypatch: pytest.Mon
     out = json.loads(capsys.readouterr().out)
     assert out["name"] == "bo" and out["steps"] == 2 and out["precision"] == "fp32"
     assert Path(out["vectors_path"]).exists() and lib.require_concept("bo").status == "ready"
+
+    run = lib.latest_run("bo")
+    assert run.config["init_from_photos"] and run.config["mirror_photos"]  # the defaults
+    assert run_cli(["train", "bo", "--steps", "1", "--blank-init", "--no-mirror", "--json"]) == 0
+    json.loads(capsys.readouterr().out)
+    run = lib.latest_run("bo")
+    assert run.config["init_from_photos"] is False and run.config["mirror_photos"] is False
 
     assert run_cli(["train", "nosuch"]) == 3
     assert "Error: no concept named 'nosuch'" in capsys.readouterr().err

@@ -24,11 +24,13 @@ PRECISIONS = ("auto", "int8", "nf4", "bf16", "fp32")
 @click.option("--seed", type=int, help="Random seed (data order, initialization; default 0).")
 @click.option("--blank-init", is_flag=True,
               help="Start every concept row blank, not from the words of the backbone's captions of the photos.")
+@click.option("--no-mirror", is_flag=True,
+              help="Do not add mirror images of the photos (for things with text or a left/right side).")
 @json_option
 @quiet_option
 def train(name: str, epochs: int | None, steps: int | None, lr: float | None, batch_size: int | None,
           grad_accum: int | None, gradient_checkpointing: bool | None, precision: str, resume: bool,
-          seed: int | None, blank_init: bool, as_json: bool, quiet: bool) -> None:
+          seed: int | None, blank_init: bool, no_mirror: bool, as_json: bool, quiet: bool) -> None:
     """Train (or retrain) concept NAME. Ctrl-C stops after the current step; --resume continues."""
     from yoc_assistant.library import Library
     from yoc_assistant.personalize.train import train_from_cli
@@ -38,7 +40,8 @@ def train(name: str, epochs: int | None, steps: int | None, lr: float | None, ba
         outcome = train_from_cli(
             lib, name, resume=resume, quiet=quiet or as_json, epochs=epochs, steps=steps, lr=lr,
             batch_size=batch_size, grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,
-            precision=precision, seed=seed, init_from_photos=False if blank_init else None)
+            precision=precision, seed=seed, init_from_photos=False if blank_init else None,
+            mirror_photos=False if no_mirror else None)
     finally:
         lib.close()
     if as_json:

@@ -19,6 +19,25 @@ if TYPE_CHECKING:
     from PIL import Image
 
 KIND = "image_tokens"
+MIRRORED = ":mirrored"  # key suffix: the image flipped left-right (an extra training photo)
+
+
+def mirrored(sha256: str) -> str:
+    """The cache key of an image's mirror image."""
+    return sha256 + MIRRORED
+
+
+def variant_loader(load: Callable[[str], Image.Image]) -> Callable[[str], Image.Image]:
+    """Wrap an sha256 -> image loader so that `mirrored(sha)` keys load the flipped image."""
+
+    def load_key(key: str) -> Image.Image:
+        from PIL import ImageOps
+
+        if key.endswith(MIRRORED):
+            return ImageOps.mirror(load(key[: -len(MIRRORED)]))
+        return load(key)
+
+    return load_key
 
 
 def vq_id(bb: Any) -> str:
@@ -53,7 +72,7 @@ def cached_image_tokens(library: Any, bb: Any, sha256s: Sequence[str], *,
                         ) -> dict[str, list[int]]:
     from yoc_assistant.personalize.retrieval import library_loader
 
-    load = load_image or library_loader(library)
+    load = variant_loader(load_image or library_loader(library))
     cache = TensorCache(library, KIND, vq_id(bb))
 
     def compute(batch: list[str]) -> dict[str, torch.Tensor]:

@@ -184,16 +184,21 @@ def select_images(library: Any, name: str, *, seed: int, clip_device: str = "cpu
 
 
 def build_examples(bb: Backbone, library: Any, name: str, vectors: ConceptVectors, job: JobData,
-                   modalities: Sequence[Any], *, about: str | None, seed: int,
+                   modalities: Sequence[Any], *, about: str | None, seed: int, mirror: bool = False,
                    on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Any], list[str]]:
-    """Examples of every modality (or the three built-in tasks without plugins)."""
+    """Examples of every modality (or the three built-in tasks without plugins). `mirror`:
+    each training photo's mirror image is one more positive."""
     from yoc_assistant.personalize import data
+    from yoc_assistant.personalize.imagetokens import mirrored
 
-    shas = list(dict.fromkeys(job.train_positives + job.soft + job.hard + job.easy))
+    positives = list(job.train_positives)
+    if mirror:
+        positives += [mirrored(s) for s in job.train_positives]
+    shas = list(dict.fromkeys(positives + job.soft + job.hard + job.easy))
     tokens = data.image_tokens(library, bb, shas, on_progress=on_progress)
     ctx = data.BuildContext.from_concepts(
         bb, ConceptSet(bb, [vectors]), name,
-        positives=[tokens[s] for s in job.train_positives], soft_positives=[tokens[s] for s in job.soft],
+        positives=[tokens[s] for s in positives], soft_positives=[tokens[s] for s in job.soft],
         hard_negatives=[tokens[s] for s in job.hard], easy_negatives=[tokens[s] for s in job.easy],
         about=about, rng=random.Random(seed))
     if modalities:
@@ -334,7 +339,8 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
               "(what the backbone's captions of the photos share)"])
     vectors = ConceptVectors.initialize(bb, name, groups, seed=config.seed, words=words)
     examples, data_notes = build_examples(bb, library, name, vectors, job, modalities,
-                                          about=concept.about, seed=config.seed)
+                                          about=concept.about, seed=config.seed,
+                                          mirror=config.mirror_photos)
     note(data_notes)
     eval_notes: list[str] = []
     evaluator = make_evaluator(bb, library, name, job, eval_notes, clip_device=device)
@@ -398,7 +404,8 @@ def config_from_options(options: dict[str, Any]) -> TrainConfig:
     mapping = {"epochs": "epochs", "steps": "max_steps", "lr": "lr", "batch_size": "batch_size",
                "grad_accum": "grad_accum", "precision": "precision", "seed": "seed",
                "gradient_checkpointing": "gradient_checkpointing", "checkpoint_every": "checkpoint_every",
-               "eval_every": "eval_every", "init_from_photos": "init_from_photos"}
+               "eval_every": "eval_every", "init_from_photos": "init_from_photos",
+               "mirror_photos": "mirror_photos"}
     unknown = set(options) - set(mapping)
     if unknown:
         raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")

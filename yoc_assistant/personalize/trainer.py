@@ -84,6 +84,9 @@ class TrainConfig:
     # Start each group's last rows at the words the backbone's captions of the photos
     # share (personalize/describe.py); False: every row starts blank (the paper).
     init_from_photos: bool = True
+    # Train on each photo and its mirror image (more views of the concept from the same
+    # photos); off for things whose left and right differ (text, logos).
+    mirror_photos: bool = True
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints"):

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import ImageOps
 
 from yoc_assistant.toyworld import world
 from yoc_assistant.toyworld.common import BACKBONE_DIR, CLIP_DIR, set_threads
@@ -52,6 +53,7 @@ class Bench:
 
     thing: world.Thing
     photos: list[list[int]]
+    mirrored: list[list[int]]  # the photos flipped left-right (yoc train's default extra positives)
     soft: list[list[int]]
     hard: list[list[int]]
     easy: list[list[int]]
@@ -93,6 +95,7 @@ def make_bench(bb: Any, clip: Any, *, n_test: int, n_pool: int, n_soft: int, n_n
              "within one attribute of the concept"]
     return Bench(
         thing=thing, photos=_tokens(bb, photos),
+        mirrored=[row.tolist() for row in bb.encode_images([ImageOps.mirror(world.render(s)) for s in photos])],
         soft=_tokens(bb, [by_key[k] for k in ranking.soft_positives]),
         hard=_tokens(bb, [by_key[k] for k in ranking.hard_negatives]),
         easy=_tokens(bb, [by_key[k] for k in ranking.easy_negatives]),
@@ -191,7 +194,7 @@ def train_variant(bb: Any, name: str, bench: Bench, steps: int, lr: float, seed:
     if name in ("no-concept", "caption-init"):
         return cs, time.time() - t0
     ctx = BuildContext.from_concepts(
-        bb, cs, EXAMPLE_NAME, positives=bench.photos, easy_negatives=bench.easy,
+        bb, cs, EXAMPLE_NAME, positives=bench.photos + bench.mirrored, easy_negatives=bench.easy,
         hard_negatives=bench.hard, soft_positives=[] if name == "photos-only" else bench.soft,
         about=about_text(EXAMPLE_NAME, bench.thing), rng=random.Random(seed))
     examples = build_training_set(ctx)
@@ -251,8 +254,8 @@ def table(report: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    ap.add_argument("--steps", type=int, default=400, help="concept training steps per variant")
-    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--steps", type=int, default=800, help="concept training steps per variant")
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--n-test", type=int, default=40, help="held-out positives (and as many negatives)")
     ap.add_argument("--pool", type=int, default=600, help="retrieval pool size")
     ap.add_argument("--soft", type=int, default=200, help="soft positives")
