@@ -59,8 +59,10 @@ def test_text_answer_forces_the_understanding_group(bb, library, assistant) -> N
     # The same answer as decoding by hand after prompt + the concept's understanding tokens.
     concepts = assistant.load_concepts(["bo"])
     prompt = assistant.router.build_prompt(Request("what is <bo> ?"), concepts)
+    ident = concepts.identifier_id("bo")
     by_hand = bb.generate_text(prompt + concepts.group_ids("bo", "understanding"),
-                               extra=concepts.extra, max_new_tokens=8, temperature=0.7, seed=5)
+                               extra=concepts.extra, max_new_tokens=8, temperature=0.7, seed=5,
+                               allow_ids=[ident], extra_names={ident: "<bo>"})
     assert response.text == by_hand.text
 
 
@@ -180,3 +182,18 @@ def test_conversation_keeps_turns(bb, assistant) -> None:
     retried = chat.retry()
     assert retried.request.text == "hello" and retried.request.seed is None
     assert [t["modality"] for t in chat.to_json()] == ["text", "text"]
+
+
+def test_text_answers_may_name_the_concept(bb, library, assistant) -> None:
+    """The training answers say "Yes, <bo> is in this photo.": the identifier may be
+    generated, and it is shown as <bo>."""
+    vec = make_ready_concept(library, bb, "bo")
+    concepts = assistant.load_concepts(["bo"])
+    prompt = assistant.router.build_prompt(Request("what is <bo> ?"), concepts)
+    hidden = final_hidden(bb, prompt + concepts.group_ids("bo", "understanding"), concepts.extra)
+    vec.output_rows[0] = steer(hidden, 1e3)  # the identifier: by far the likeliest first word
+    vec.save(library.concept_dir("bo") / "vectors.safetensors", bb)
+    pieces: list[str] = []
+    response = assistant.respond(Request("what is <bo> ?", mode="text", temperature=0.0, max_tokens=1),
+                                 on_text=pieces.append)
+    assert response.text == "<bo>" and pieces == ["<bo>"]

@@ -72,6 +72,13 @@ class RespondContext:
     def extra(self) -> ExtraTokens | None:
         return None if self.concepts is None else self.concepts.extra
 
+    def concept_words(self) -> dict[int, str]:
+        """Identifier id -> `<name>` for every mentioned concept: answers may name a concept
+        (the training data's answers do: "Yes, <bo> is in this photo.")."""
+        if self.concepts is None:
+            return {}
+        return {int(self.concepts.identifier_id(n)): f"<{n}>" for n in self.concepts.names}
+
     def group_ids(self, group: str) -> list[int]:
         """The chosen concept's token ids of `group`, or [] without a concept."""
         if self.concept is None or self.concepts is None:

@@ -15,7 +15,7 @@ CONTRACT (other parts code against exactly this; keep it stable):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -170,12 +170,15 @@ class Backbone:
     def generate_text(self, prompt_ids: Sequence[int], *, extra: ExtraTokens | None = None,
                       max_new_tokens: int = 256, temperature: float = 0.7, top_p: float = 0.9,
                       top_k: int = 0, seed: int | None = None, on_token: TokenFn | None = None,
-                      stop_ids: Sequence[int] = ()) -> GeneratedText:
+                      stop_ids: Sequence[int] = (), allow_ids: Sequence[int] = (),
+                      extra_names: Mapping[int, str] | None = None) -> GeneratedText:
+        """`allow_ids`: extra (concept) ids the answer may use, shown as `extra_names[id]`."""
         from yoc_assistant.backbone.generation import generate_text
 
         return generate_text(self, prompt_ids, extra=extra, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
-                             on_token=on_token, stop_ids=stop_ids)
+                             on_token=on_token, stop_ids=stop_ids, allow_ids=allow_ids,
+                             extra_names=extra_names)
 
     def generate_images(self, prompt_ids: Sequence[int], *, n: int = 1,
                         extra: ExtraTokens | None = None, cfg_scale: float = 3.0,

@@ -272,7 +272,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.quick:
         args.variants, args.steps, args.n_test, args.pool, args.soft, args.negatives, args.images = \
-            ["full"], 150, 20, 200, 60, 20, 0
+            ["full"], 400, 20, 200, 60, 20, 0
     return args
 
 

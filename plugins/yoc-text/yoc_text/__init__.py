@@ -24,10 +24,11 @@ class TextModality(Modality):
 
     def respond(self, request: Request, ctx: RespondContext) -> Response:
         # Self-prompting: the concept's understanding tokens come first, then the answer.
+        names = ctx.concept_words()
         result = ctx.backbone.generate_text(
             ctx.forced_prompt(self.group), extra=ctx.extra, max_new_tokens=request.max_tokens,
             temperature=TEMPERATURE if request.temperature is None else request.temperature,
-            seed=request.seed, on_token=ctx.on_text,
+            seed=request.seed, on_token=ctx.on_text, allow_ids=list(names), extra_names=names,
         )
         return Response(modality=self.name, text=result.text)
 
