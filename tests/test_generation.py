@@ -325,3 +325,17 @@ def test_text_stream_holds_back_incomplete_characters() -> None:
     assert "".join(pieces) == "x"
     assert stream.finish() == "x\ufffd"
     assert "".join(pieces) == "x\ufffd"
+
+
+def test_concept_names_in_text_are_spaced_like_words(tmp_path: Path) -> None:
+    from conftest import small_random_backbone
+
+    from yoc_assistant.backbone.generation import text_decoder
+
+    bb = small_random_backbone(tmp_path / "ckpt", 1)  # its tokenizer spells any text
+
+    name = bb.vocab_size
+    decode = text_decoder(bb, {name: "<bo>"})
+    assert decode([*bb.tokenize("Yes,"), name, *bb.tokenize("is here.")]) == "Yes, <bo> is here."
+    assert decode([name, *bb.tokenize("'s hat.")]) == "<bo>'s hat."
+    assert decode([*bb.tokenize("I see"), name, *bb.tokenize(".")]) == "I see <bo>."

@@ -121,18 +121,29 @@ def text_decoder(bb: Backbone, names: Mapping[int, str] | None) -> Callable[[Seq
     vocab = int(bb.vocab_size)
 
     def decode(ids: Sequence[int]) -> str:
-        out, run = [], []
+        # Runs of ordinary tokens are detokenized as a whole; a name between two runs gets
+        # the spaces a word would have (a run's own leading space is lost when it is
+        # detokenized alone), but none before punctuation.
+        pieces: list[tuple[str, bool]] = []  # (text, is a name)
+        run: list[int] = []
         for tok in ids:
             if tok < vocab:
                 run.append(tok)
                 continue
             if run:
-                out.append(bb.detokenize(run))
+                pieces.append((bb.detokenize(run), False))
                 run = []
-            out.append((names or {}).get(tok, f"<extra:{tok - vocab}>"))
+            pieces.append(((names or {}).get(tok, f"<extra:{tok - vocab}>"), True))
         if run:
-            out.append(bb.detokenize(run))
-        return "".join(out)
+            pieces.append((bb.detokenize(run), False))
+        out = ""
+        for k, (text, is_name) in enumerate(pieces):
+            after_name = k > 0 and pieces[k - 1][1]
+            if out and text and not out[-1].isspace() and not text[0].isspace() and \
+                    (is_name or (after_name and (text[0].isalnum() or text[0] in "<("))):
+                out += " "
+            out += text
+        return out
 
     return decode
 

@@ -27,6 +27,7 @@ says which modality answers:
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -302,8 +303,29 @@ def _tasks(modalities: Iterable[str] | None) -> list[str]:
     return tasks
 
 
+MIN_TASK_SHARE = 0.25
+
+
+def balance_tasks(examples: Sequence[Example], min_share: float = MIN_TASK_SHARE) -> list[Example]:
+    """Repeat the examples of small tasks until each has at least `min_share` of the largest
+    task's count. A dozen QA facts next to 400 recognition and 400 generation examples are
+    otherwise seen a few times in a whole run, and the concept never learns its facts."""
+    by_task: dict[str, list[Example]] = {}
+    for ex in examples:
+        by_task.setdefault(ex.task, []).append(ex)
+    if not by_task:
+        return []
+    target = math.ceil(min_share * max(len(v) for v in by_task.values()))
+    out: list[Example] = []
+    for items in by_task.values():
+        repeats = max(1, math.ceil(target / len(items)))
+        out += items * repeats
+    return out
+
+
 def build_training_set(ctx: BuildContext, modalities: Iterable[str] | None = None) -> list[Example]:
-    """Examples of the given modalities ("text", "image") or tasks (default: all three)."""
+    """Examples of the given modalities ("text", "image") or tasks (default: all three),
+    small tasks repeated (`balance_tasks`)."""
     out: list[Example] = []
     for task in _tasks(modalities):
         needed = GENERATION if task == "generation" else UNDERSTANDING
@@ -311,7 +333,7 @@ def build_training_set(ctx: BuildContext, modalities: Iterable[str] | None = Non
             ctx.notes.append(f"{task} examples skipped: the concept has no {needed!r} group")
             continue
         out += BUILDERS[task](ctx)
-    return out
+    return balance_tasks(out)
 
 
 # --- image tokens, cached per image hash -------------------------------------------------

@@ -202,7 +202,7 @@ def build_examples(bb: Backbone, library: Any, name: str, vectors: ConceptVector
         hard_negatives=[tokens[s] for s in job.hard], easy_negatives=[tokens[s] for s in job.easy],
         about=about, rng=random.Random(seed))
     if modalities:
-        examples = [ex for m in modalities for ex in (m.build_examples(ctx) or [])]
+        examples = data.balance_tasks([ex for m in modalities for ex in (m.build_examples(ctx) or [])])
     else:
         examples = data.build_training_set(ctx)
     return examples, list(ctx.notes)

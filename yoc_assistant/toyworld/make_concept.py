@@ -16,6 +16,7 @@ Everything is a function of the thing and the seed.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -57,6 +58,11 @@ def other_things(thing: world.Thing, n: int, seed: int) -> list[world.Thing]:
     return out
 
 
+# `yoc train` options for this example on the toy backbone (`yoc demo` reads train.json):
+# 800 steps at lr 1e-3 from caption-started rows, measured in docs/toyworld.md.
+RECIPE = {"steps": 800, "lr": 0.001, "batch_size": 4, "checkpoint_every": 100, "eval_every": 200}
+
+
 def write_concept(out: Path, name: str, thing: world.Thing, photos: int = 5, held_out: int = 6,
                   others: int = 6, seed: int = 1, pool: int = 0) -> Path:
     if out.exists():
@@ -75,7 +81,8 @@ def write_concept(out: Path, name: str, thing: world.Thing, photos: int = 5, hel
         _save_png(world.render(scene), out / "pool" / f"scene-{k:03d}.png")
     atomic_write_text(out / "about.txt", about_text(name, thing))
     atomic_write_text(out / "question.txt", f"What is <{name}>'s colour?\n")
-    for f in (out / "about.txt", out / "question.txt"):
+    atomic_write_text(out / "train.json", json.dumps(RECIPE, indent=2) + "\n")
+    for f in (out / "about.txt", out / "question.txt", out / "train.json"):
         f.chmod(0o644)
     return out
 
@@ -88,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--photos", type=int, default=5)
     ap.add_argument("--held-out", type=int, default=6)
     ap.add_argument("--others", type=int, default=6)
-    ap.add_argument("--pool", type=int, default=120, help="random scenes for the retrieval pool")
+    ap.add_argument("--pool", type=int, default=600, help="random scenes for the retrieval pool")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="same as the defaults (it is fast)")
     args = ap.parse_args(argv)
