@@ -76,3 +76,24 @@ def test_pull_offline_is_a_clear_error(args, named, capsys, monkeypatch) -> None
     err = capsys.readouterr().err
     assert f"Error: cannot download {named}: HF_HUB_OFFLINE is set" in err
     assert "Traceback" not in err
+
+
+def test_small_cpu_backbones_run_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from yoc_assistant import settings
+    from yoc_assistant.backbone import Backbone
+    from yoc_assistant.toyworld.common import BACKBONE_DIR
+
+    bb = Backbone.load(str(BACKBONE_DIR), precision="fp32", device="cpu")
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("YOC_THREADS", raising=False)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert settings.tune_cpu_threads(bb) is None  # the user's own choice stands
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert settings.tune_cpu_threads(bb) == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("YOC_THREADS", "2")
+        assert settings.tune_cpu_threads(bb) == 2
+    finally:
+        torch.set_num_threads(before)

@@ -227,3 +227,21 @@ def test_shipped_clip_loads_and_groups_photos_of_a_thing() -> None:
     same = (sim[:4, :4].sum() - 4) / 12 + (sim[4:, 4:].sum() - 4) / 12
     other = sim[:4, 4:].mean() * 2
     assert same > other
+
+
+def test_figure_puts_real_photos_above_drawn_ones(tmp_path) -> None:
+    from PIL import Image
+
+    from yoc_assistant.toyworld import figure
+
+    for folder, colour, n in (("real", "red", 5), ("drawn", "blue", 3)):
+        (tmp_path / folder).mkdir()
+        for k in range(n):
+            Image.new("RGB", (32, 32), colour).save(tmp_path / folder / f"{k}.png")
+    out = tmp_path / "sheet.png"
+    figure.main([str(tmp_path / "real"), str(tmp_path / "drawn"), str(out)])
+    sheet = Image.open(out)
+    assert sheet.size == (5 * 128 + 6 * 8, 2 * 128 + 3 * 8)
+    assert sheet.getpixel((8 + 64, 8 + 64)) == (255, 0, 0)  # first real photo
+    assert sheet.getpixel((8 + 64, 16 + 128 + 64)) == (0, 0, 255)  # first drawn picture
+    assert sheet.getpixel((8 + 4 * 136 + 64, 16 + 128 + 64)) == (255, 255, 255)  # only 3 drawn

@@ -44,7 +44,9 @@ def open_backbone(precision: str = "auto", *, quiet: bool = False) -> Backbone:
     device = settings.device()
     chosen = resolve_precision(precision, device)
     with status(f"Loading backbone {source} ({chosen})…", quiet=quiet):
-        return Backbone.load(source, precision=chosen, device=device)
+        bb = Backbone.load(source, precision=chosen, device=device)
+    settings.tune_cpu_threads(bb)
+    return bb
 
 
 @contextlib.contextmanager

@@ -218,6 +218,7 @@ def _load_cached(source: str, precision: str | None, device: str | None) -> Any:
     from yoc_assistant.backbone import Backbone
     from yoc_assistant.backbone.loading import auto_precision, pick_device
     from yoc_assistant.settings import device as default_device
+    from yoc_assistant.settings import tune_cpu_threads
 
     chosen_device = pick_device(device or default_device())
     chosen = auto_precision(precision or "auto", chosen_device)
@@ -225,6 +226,7 @@ def _load_cached(source: str, precision: str | None, device: str | None) -> Any:
     with _LOADED_LOCK:
         if key not in _LOADED:
             _LOADED[key] = Backbone.load(source, precision=chosen, device=str(chosen_device))
+            tune_cpu_threads(_LOADED[key])
         return _LOADED[key]
 
 
