@@ -47,3 +47,26 @@ def test_demo_runs_and_can_run_again(yoc_home: Path, tmp_path: Path) -> None:
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "training" not in json.loads(again.stdout)
+
+
+def test_demo_draws_its_picture_on_a_terminal(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    import pexpect
+    from PIL import Image
+
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(picture)
+    code = ("import pathlib; from yoc_assistant.cli.demo import show_picture; "
+            f"print('drawn', show_picture(pathlib.Path({str(picture)!r})))")
+    env = {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor"}
+    child = pexpect.spawn(sys.executable, ["-c", code], env=env, timeout=60, dimensions=(40, 100))
+    child.expect(pexpect.EOF)
+    out = child.before.decode("utf-8", "replace")
+    assert "drawn True" in out
+    assert "255;0;0" in out  # the picture's red, as a true-colour escape (half blocks here)
+    # not on a terminal: nothing drawn, nothing printed
+    from yoc_assistant.cli.demo import show_picture
+
+    assert show_picture(picture) is False

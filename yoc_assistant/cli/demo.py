@@ -71,6 +71,27 @@ def load_example(root: Path | None = None) -> ExampleConcept:
                           question=question, pool=_images(folder / "pool"), recipe=recipe)
 
 
+def show_picture(path: Path, width: int = 24) -> bool:
+    """Draw the picture in the terminal (Kitty / Sixel graphics where the terminal has them,
+    else coloured half blocks); only on a terminal. Returns whether it was drawn."""
+    import logging
+    import sys
+
+    if not sys.stdout.isatty():
+        return False
+    quiet_log = logging.getLogger("textual_image")  # a terminal that does not answer its query is normal
+    quiet_log.addHandler(logging.NullHandler())
+    quiet_log.propagate = False
+    try:
+        from rich.console import Console
+        from textual_image.renderable import Image as TerminalImage
+
+        Console().print(TerminalImage(str(path), width=width))
+    except Exception:  # a picture the terminal cannot show is not a failed demo: the path is printed
+        return False
+    return True
+
+
 def _step(title: str, quiet: bool) -> None:
     info(click.style(f"\n== {title}", bold=True), quiet=quiet)
 
@@ -154,6 +175,8 @@ def demo(steps: int | None, retrain: bool, out: Path | None, seed: int, quiet: b
                                              seed=seed, out=out), on_progress=on_progress)
     for path in response.image_paths:
         info(f"picture: {path}", quiet=quiet)
+        if not quiet:
+            show_picture(path)
     summary["pictures"] = [str(p) for p in response.image_paths]
     summary["seconds"] = round(time.monotonic() - started, 1)
     info(f"\nDone in {summary['seconds']} s. Chat with <{example.name}>: run `yoc`.", quiet=quiet)
