@@ -192,3 +192,27 @@ def test_display_name_comes_from_yoc_name_in_config(tmp_path) -> None:
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "yoc_name": "yoc-toy"}))
     assert resolve_source(folder)[1] == "yoc-toy"
+
+
+def test_default_guidance_comes_from_yoc_cfg_scale_in_config(tmp_path) -> None:
+    import json
+
+    from yoc_assistant.backbone.tiny import write_tiny_checkpoint
+
+    folder = write_tiny_checkpoint(tmp_path / "weights", hidden_size=32, intermediate_size=64,
+                                   num_layers=1)
+    assert Backbone.load(str(folder), precision="fp32", device="cpu").cfg_scale == 3.0
+    config = json.loads((folder / "config.json").read_text())
+    for value, expected in ((1.0, 1.0), (0, 3.0), ("high", 3.0)):
+        (folder / "config.json").write_text(json.dumps({**config, "yoc_cfg_scale": value}))
+        bb = Backbone.load(str(folder), precision="fp32", device="cpu")
+        assert bb.cfg_scale == expected
+    # None asks for the checkpoint's own guidance (a random tiny model needs a strong one
+    # for the pictures to differ at all)
+    prompt = bb.prompt_ids(["a b c d"])
+    pictures = {scale: bb.generate_images(prompt, n=1, seed=3, decode=False, cfg_scale=scale).ids
+                for scale in (1.0, 80.0)}
+    assert not torch.equal(pictures[1.0], pictures[80.0])
+    for scale, expected in pictures.items():
+        bb.cfg_scale = scale
+        assert torch.equal(bb.generate_images(prompt, n=1, seed=3, decode=False).ids, expected)

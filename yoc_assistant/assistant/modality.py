@@ -37,7 +37,7 @@ class Request:
     seed: int | None = None
     max_tokens: int = 256
     n: int = 1  # pictures to draw
-    cfg_scale: float = 3.0
+    cfg_scale: float | None = None  # None: the backbone's own default
     temperature: float | None = None  # None: the modality's default
     out: Path | None = None  # file or folder for what a modality writes
 

@@ -81,6 +81,7 @@ class Backbone:
     fingerprint: hex digest of the vocabulary and hidden size: concept files made
                  for another backbone are refused by comparing it
     has_decoder: whether the checkpoint carries VQ decoder weights
+    cfg_scale: the guidance `generate_images` uses when given none
     """
 
     model: Any
@@ -98,6 +99,7 @@ class Backbone:
     dtype: torch.dtype
     fingerprint: str
     has_decoder: bool
+    cfg_scale: float  # the checkpoint's default guidance (config.json `yoc_cfg_scale`, else 3.0)
 
     # -- loading -----------------------------------------------------------------
     @classmethod
@@ -181,13 +183,15 @@ class Backbone:
                              extra_names=extra_names)
 
     def generate_images(self, prompt_ids: Sequence[int], *, n: int = 1,
-                        extra: ExtraTokens | None = None, cfg_scale: float = 3.0,
+                        extra: ExtraTokens | None = None, cfg_scale: float | None = None,
                         temperature: float = 1.0, top_p: float = 0.9, top_k: int = 0,
                         seed: int | None = None, on_progress: ProgressFn | None = None,
                         uncond_ids: Sequence[int] | None = None,
                         decode: bool = True) -> GeneratedImages:
+        """`cfg_scale` None: the checkpoint's own (`self.cfg_scale`)."""
         from yoc_assistant.backbone.generation import generate_images
 
-        return generate_images(self, prompt_ids, n=n, extra=extra, cfg_scale=cfg_scale,
+        scale = getattr(self, "cfg_scale", 3.0) if cfg_scale is None else cfg_scale
+        return generate_images(self, prompt_ids, n=n, extra=extra, cfg_scale=scale,
                                temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                                on_progress=on_progress, uncond_ids=uncond_ids, decode=decode)

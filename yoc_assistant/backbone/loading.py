@@ -46,15 +46,32 @@ def hf_cache_dir() -> Path:
     return Path(xdg) / "huggingface" / "hub"
 
 
+DEFAULT_CFG_SCALE = 3.0  # Anole's usual guidance
+
+
+def _yoc_setting(folder: Path, key: str) -> Any:
+    """A `yoc_*` key of the checkpoint's config.json (None if absent or unreadable)."""
+    try:
+        return json.loads((folder / "config.json").read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _display_name(folder: Path) -> str:
     """`yoc_name` from config.json (the shipped toy model sets it), else the folder's name."""
-    try:
-        named = json.loads((folder / "config.json").read_text()).get("yoc_name")
-    except (OSError, ValueError, AttributeError):
-        named = None
+    named = _yoc_setting(folder, "yoc_name")
     if isinstance(named, str) and named:
         return named
     return folder.name if folder.name != "checkpoint" else folder.parent.name
+
+
+def cfg_scale_of(folder: Path) -> float:
+    """The guidance a checkpoint draws best with: `yoc_cfg_scale` in its config.json (the
+    toy model, never trained without a prompt, draws far better unguided: 1.0), else 3.0."""
+    value = _yoc_setting(folder, "yoc_cfg_scale")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return DEFAULT_CFG_SCALE
 
 
 def resolve_source(source: str | os.PathLike[str]) -> tuple[Path, str]:
@@ -379,6 +396,7 @@ def _assemble(model: Any, tokenizer: Any, image_processor: Any, folder: Path, na
     bb.fingerprint = fingerprint(vocab, bb.hidden_size, vocab_size)
     bb.has_decoder = any(k.startswith(DECODER_PREFIX) for k in shapes)
     bb.checkpoint_dir = folder
+    bb.cfg_scale = cfg_scale_of(folder)
     bb.vq_decoder = None
     max_id = max(vocab.values())
     if max_id >= vocab_size:

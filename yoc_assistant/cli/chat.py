@@ -109,14 +109,14 @@ def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, se
 @click.option("--seed", type=int, help="Seed of the first picture (picture i uses seed+i).")
 @click.option("--n", "n", type=click.IntRange(1, 64), default=1, show_default=True,
               help="How many pictures.")
-@click.option("--cfg", "cfg", type=click.FloatRange(min=0, min_open=True), default=3.0,
-              show_default=True, help="Classifier-free guidance scale (1.0 = off).")
+@click.option("--cfg", "cfg", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Classifier-free guidance scale (1.0 = off; default: the backbone's, 3.0 for Anole).")
 @click.option("--explain", is_flag=True,
               help="Also show what the router would have chosen, with probabilities.")
 @click.option("--quiet", is_flag=True, help="No progress bar or notes.")
 @precision_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def draw(text: str, out: Path | None, seed: int | None, n: int, cfg: float, explain: bool,
+def draw(text: str, out: Path | None, seed: int | None, n: int, cfg: float | None, explain: bool,
          quiet: bool, precision: str, as_json: bool) -> None:
     """Draw TEXT (mention concepts as <name>) to PNG files and print their paths."""
     from yoc_assistant.assistant import Request

@@ -130,7 +130,7 @@ def generation_prompt(bb: Any, concepts: Any, name: str, phrasing: str = P.GENER
 
 
 def generate_concept_images(bb: Any, concepts: Any, name: str, n: int = 4, *, seed: int = 0,
-                            cfg_scale: float = 3.0,
+                            cfg_scale: float | None = None,
                             on_progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
     out = bb.generate_images(generation_prompt(bb, concepts, name), n=n, extra=concepts.extra,
                              cfg_scale=cfg_scale, seed=seed, on_progress=on_progress)

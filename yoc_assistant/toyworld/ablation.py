@@ -173,7 +173,7 @@ def recognition(bb: Any, variant: Variant, bench: Bench) -> dict[str, float]:
 @torch.no_grad()
 def generation(bb: Any, clip: Any, variant: Variant, bench: Bench, n: int, seed: int) -> dict[str, float]:
     out = bb.generate_images(variant.generation(bench.thing), n=n, extra=variant.extra,
-                             cfg_scale=3.0, seed=seed)
+                             seed=seed)
     emb = clip.embed_images(out.images)
     named = (emb @ bench.text_emb.T).argmax(1)
     right = world.ALL_THINGS.index(bench.thing)

@@ -61,7 +61,7 @@ def drawing(bb: Any, clip: Any, scenes: list[world.Scene], seed: int) -> dict[st
     drawn = []
     for k, scene in enumerate(scenes):
         prompt = bb.prompt_ids([scene.caption() + " ."])
-        drawn += bb.generate_images(prompt, n=1, cfg_scale=3.0, seed=seed + k).images
+        drawn += bb.generate_images(prompt, n=1, seed=seed + k).images
     wanted = [s.thing for s in scenes]
     return {"generated": _agreement(wanted, _named(clip, drawn)),
             "real_photos (judge ceiling)": _agreement(wanted, _named(clip, [world.render(s) for s in scenes])),
