@@ -1,4 +1,4 @@
-"""Concept rows started from the words of the backbone's captions of the photos."""
+"""Concept rows started from the words of the backbone's descriptions of the photos."""
 
 from __future__ import annotations
 

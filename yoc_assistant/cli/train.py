@@ -23,7 +23,7 @@ PRECISIONS = ("auto", "int8", "nf4", "bf16", "fp32")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of an interrupted run.")
 @click.option("--seed", type=int, help="Random seed (data order, initialization; default 0).")
 @click.option("--blank-init", is_flag=True,
-              help="Start every concept row blank, not from the words of the backbone's captions of the photos.")
+              help="Start every concept row blank, not from the words the backbone uses for the photos.")
 @click.option("--no-mirror", is_flag=True,
               help="Do not add mirror images of the photos (for things with text or a left/right side).")
 @json_option

@@ -1,9 +1,8 @@
-"""Words the frozen backbone uses for a concept's photos: where its rows start.
+"""Words the frozen backbone uses for what a concept's photos show: where its rows start.
 
 A concept's prompt `<name> is <g1..gk><u1..uh>.` reads like a definition. Starting
 the last rows of each group at the words the backbone itself says about the photos
-(the words most of its captions share: "dotted orange star", not the background that
-changes from photo to photo) puts training at a point where the backbone already
+(the words most of its answers to "What does it look like?" share) puts training at a point where the backbone already
 half-recognizes the concept, instead of at a blank description. On the toy backbone
 this is the difference measured in docs/toyworld.md (`full` vs `full (blank init)`).
 """
@@ -14,12 +13,16 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-DESCRIBE_PROMPT = "Describe this photo."
+# About the thing, not the scene: captions ("a small dotted orange star on sand") also
+# name the size and the background, which change from photo to photo and are not what
+# the concept is. On the toy backbone, rows started from "it is a orange star striped"
+# recognized the star 0.875 after training, from "a small orange star on striped" 0.81.
+DESCRIBE_PROMPT = "What does it look like?"
 MAX_WORDS = 16  # one group's worth
 
 
-def caption_ids(bb: Any, image: Sequence[int], *, max_new_tokens: int = 40) -> list[int]:
-    """The backbone's greedy caption of one photo (image-token ids), as token ids."""
+def description_ids(bb: Any, image: Sequence[int], *, max_new_tokens: int = 40) -> list[int]:
+    """The backbone's greedy answer to DESCRIBE_PROMPT about one photo (image-token ids)."""
     from yoc_assistant.personalize.data import image_block
 
     prompt = bb.prompt_ids([image_block(bb, image), DESCRIBE_PROMPT])
@@ -54,6 +57,6 @@ def shared_words(captions: Sequence[Sequence[int]], min_share: float = 0.5,
 
 def photo_words(bb: Any, images: Sequence[Sequence[int]], *, max_new_tokens: int = 40) -> list[int]:
     """Word tokens most captions of `images` share (see `shared_words`); [] if none."""
-    captions = [[t for t in caption_ids(bb, im, max_new_tokens=max_new_tokens) if _is_word(bb, t)]
+    captions = [[t for t in description_ids(bb, im, max_new_tokens=max_new_tokens) if _is_word(bb, t)]
                 for im in images]
     return shared_words(captions)

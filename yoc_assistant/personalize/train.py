@@ -209,7 +209,7 @@ def build_examples(bb: Backbone, library: Any, name: str, vectors: ConceptVector
 
 
 def initial_words(bb: Backbone, library: Any, job: JobData) -> list[int]:
-    """Word tokens the backbone's own captions of the training photos share."""
+    """Word tokens most of the backbone's own descriptions of the training photos share."""
     from yoc_assistant.personalize import data, describe
 
     tokens = data.image_tokens(library, bb, job.train_positives)
@@ -336,7 +336,7 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
     words = initial_words(bb, library, job) if config.init_from_photos else []
     if words:
         note([f"concept rows start from the words {bb.detokenize(words).strip()!r} "
-              "(what the backbone's captions of the photos share)"])
+              "(what the backbone says the photos show)"])
     vectors = ConceptVectors.initialize(bb, name, groups, seed=config.seed, words=words)
     examples, data_notes = build_examples(bb, library, name, vectors, job, modalities,
                                           about=concept.about, seed=config.seed,

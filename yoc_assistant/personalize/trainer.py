@@ -81,8 +81,8 @@ class TrainConfig:
     checkpoint_every: int = 1
     eval_every: int | None = None  # optimizer steps; None: at the end of each epoch
     keep_checkpoints: int = 2
-    # Start each group's last rows at the words the backbone's captions of the photos
-    # share (personalize/describe.py); False: every row starts blank (the paper).
+    # Start each group's last rows at the words the backbone's own descriptions of the
+    # photos share (personalize/describe.py); False: every row starts blank (the paper).
     init_from_photos: bool = True
     # Train on each photo and its mirror image (more views of the concept from the same
     # photos); off for things whose left and right differ (text, logos).

@@ -14,7 +14,7 @@ measured on held-out scenes generated here:
 
 Variants: `no-concept` (fresh, untrained tokens), `text-prompt` (no tokens; the
 concept described in words, the paper's "Chameleon + text prompt"), `caption-init`
-(rows started from the words the backbone's captions of the photos share, untrained),
+(rows started from the words the backbone's descriptions of the photos share, untrained),
 `shared-prompt` (one soft prompt, no self-prompting targets), `photos-only`
 (self-prompting, no soft positives), `blank-init` (the full recipe from blank rows, as
 the paper starts), `full` (self-prompting + soft positives from caption-started rows:
@@ -254,7 +254,7 @@ def table(report: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    ap.add_argument("--steps", type=int, default=800, help="concept training steps per variant")
+    ap.add_argument("--steps", type=int, default=1600, help="concept training steps per variant")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--n-test", type=int, default=40, help="held-out positives (and as many negatives)")
     ap.add_argument("--pool", type=int, default=600, help="retrieval pool size")

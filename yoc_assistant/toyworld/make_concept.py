@@ -59,8 +59,8 @@ def other_things(thing: world.Thing, n: int, seed: int) -> list[world.Thing]:
 
 
 # `yoc train` options for this example on the toy backbone (`yoc demo` reads train.json):
-# 800 steps at lr 1e-3 from caption-started rows, measured in docs/toyworld.md.
-RECIPE = {"steps": 800, "lr": 0.001, "batch_size": 4, "checkpoint_every": 100, "eval_every": 200}
+# 1600 steps at lr 1e-3 from caption-started rows, measured in docs/toyworld.md.
+RECIPE = {"steps": 1600, "lr": 0.001, "batch_size": 4, "checkpoint_every": 200, "eval_every": 400}
 
 
 def write_concept(out: Path, name: str, thing: world.Thing, photos: int = 5, held_out: int = 6,
