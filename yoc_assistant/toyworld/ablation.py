@@ -268,11 +268,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--min-recognition", type=float, default=None,
                     help="exit 1 if the full variant's weighted recognition is below this")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
-    ap.add_argument("--quick", action="store_true", help="full variant only, small (CI)")
+    ap.add_argument("--quick", action="store_true", help="the full variant only, no drawings (CI)")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.variants, args.steps, args.n_test, args.pool, args.soft, args.negatives, args.images = \
-            ["full"], 400, 20, 200, 60, 20, 0
+    if args.quick:  # the full variant as measured in docs/toyworld.md, without the drawings
+        args.variants, args.images = ["full"], 0
     return args
 
 
