@@ -12,6 +12,7 @@ from assistant_helpers import TINY
 from click.testing import CliRunner
 
 from yoc_assistant.cli import cli, main
+from yoc_assistant.errors import UserInputError
 from yoc_assistant.settings import ANOLE_ID
 
 
@@ -95,5 +96,8 @@ def test_small_cpu_backbones_run_on_one_thread(monkeypatch: pytest.MonkeyPatch) 
         assert settings.tune_cpu_threads(bb) == 1 and torch.get_num_threads() == 1
         monkeypatch.setenv("YOC_THREADS", "2")
         assert settings.tune_cpu_threads(bb) == 2
+        monkeypatch.setenv("YOC_THREADS", "many")
+        with pytest.raises(UserInputError, match="YOC_THREADS must be a whole number"):
+            settings.tune_cpu_threads(bb)
     finally:
         torch.set_num_threads(before)

@@ -8,6 +8,12 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+from yoc_assistant.errors import UserInputError
+
+if TYPE_CHECKING:
+    from yoc_assistant.backbone import Backbone
 
 # The real model yoc is built for. Never downloaded except by `yoc pull`.
 ANOLE_ID = "leloy/Anole-7b-v0.1-hf"
@@ -30,20 +36,19 @@ def device() -> str:
 SMALL_MODEL_PARAMS = 50_000_000
 
 
-def tune_cpu_threads(backbone: object) -> int | None:
+def tune_cpu_threads(backbone: Backbone) -> int | None:
     """Set torch's thread count for a small CPU backbone; returns the count set, if any."""
     import torch
 
     wanted = os.environ.get("YOC_THREADS")
     if wanted:
-        torch.set_num_threads(max(1, int(wanted)))
+        if not wanted.isdigit() or int(wanted) < 1:
+            raise UserInputError(f"YOC_THREADS must be a whole number >= 1, not {wanted!r}")
+        torch.set_num_threads(int(wanted))
         return torch.get_num_threads()
-    model = getattr(backbone, "model", None)
-    if os.environ.get("OMP_NUM_THREADS") or model is None or getattr(backbone, "device", None) is None:
+    if os.environ.get("OMP_NUM_THREADS") or backbone.device.type != "cpu":
         return None
-    if backbone.device.type != "cpu":  # type: ignore[attr-defined]
-        return None
-    if sum(p.numel() for p in model.parameters()) >= SMALL_MODEL_PARAMS:
+    if sum(p.numel() for p in backbone.model.parameters()) >= SMALL_MODEL_PARAMS:
         return None
     torch.set_num_threads(1)
     return 1

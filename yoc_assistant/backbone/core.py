@@ -191,7 +191,7 @@ class Backbone:
         """`cfg_scale` None: the checkpoint's own (`self.cfg_scale`)."""
         from yoc_assistant.backbone.generation import generate_images
 
-        scale = getattr(self, "cfg_scale", 3.0) if cfg_scale is None else cfg_scale
-        return generate_images(self, prompt_ids, n=n, extra=extra, cfg_scale=scale,
+        return generate_images(self, prompt_ids, n=n, extra=extra,
+                               cfg_scale=self.cfg_scale if cfg_scale is None else cfg_scale,
                                temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                                on_progress=on_progress, uncond_ids=uncond_ids, decode=decode)

@@ -74,14 +74,13 @@ def load_example(root: Path | None = None) -> ExampleConcept:
 def show_picture(path: Path, width: int = 24) -> bool:
     """Draw the picture in the terminal (Kitty / Sixel graphics where the terminal has them,
     else coloured half blocks); only on a terminal. Returns whether it was drawn."""
-    import logging
     import sys
+
+    from yoc_assistant.tui import quiet_image_log
 
     if not sys.stdout.isatty():
         return False
-    quiet_log = logging.getLogger("textual_image")  # a terminal that does not answer its query is normal
-    quiet_log.addHandler(logging.NullHandler())
-    quiet_log.propagate = False
+    quiet_image_log()
     try:
         from rich.console import Console
         from textual_image.renderable import Image as TerminalImage

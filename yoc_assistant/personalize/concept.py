@@ -127,14 +127,15 @@ class ConceptVectors:
         meta = backbone_fields(bb)
         meta["init_seed"] = str(int(seed))
         if words:
+            ids = [int(w) for w in words]
             table = bb.model.get_input_embeddings().weight
             start = 1
             for size in groups.values():
-                picked = [int(w) for w in words][:size]
+                picked = ids[:size]
                 rows = table[torch.tensor(picked, device=table.device)].detach().float().cpu()
                 input_rows[start + size - len(picked):start + size] = rows
                 start += size
-            meta["init_words"] = " ".join(str(int(w)) for w in words)
+            meta["init_words"] = " ".join(map(str, ids))
         return cls(name, groups, input_rows.contiguous(), output_rows.contiguous(), meta)
 
     def clone(self) -> ConceptVectors:

@@ -2,9 +2,10 @@
 
 A concept's prompt `<name> is <g1..gk><u1..uh>.` reads like a definition. Starting
 the last rows of each group at the words the backbone itself says about the photos
-(the words most of its answers to "What does it look like?" share) puts training at a point where the backbone already
-half-recognizes the concept, instead of at a blank description. On the toy backbone
-this is the difference measured in docs/toyworld.md (`full` vs `full (blank init)`).
+(the words most of its answers to "What does it look like?" share) starts training
+from a description instead of from blank rows. docs/toyworld.md measures it (`full`
+vs `blank-init`): +0.05 to +0.11 recognition on early toy backbones, none on the
+shipped one.
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ class Bench:
     thing: world.Thing
     photos: list[list[int]]
     mirrored: list[list[int]]  # the photos flipped left-right (yoc train's default extra positives)
+    words: list[int]  # what the backbone says the photos show (yoc train's default row start)
     soft: list[list[int]]
     hard: list[list[int]]
     easy: list[list[int]]
@@ -73,6 +74,7 @@ def _tokens(bb: Any, scenes: list[world.Scene]) -> list[list[int]]:
 
 def make_bench(bb: Any, clip: Any, *, n_test: int, n_pool: int, n_soft: int, n_neg: int,
                seed: int) -> Bench:
+    from yoc_assistant.personalize.describe import photo_words
     from yoc_assistant.personalize.retrieval import rank_pool
 
     thing = world.EXAMPLE_THING
@@ -93,9 +95,11 @@ def make_bench(bb: Any, clip: Any, *, n_test: int, n_pool: int, n_soft: int, n_n
     soft_things = [by_key[k].thing for k in ranking.soft_positives[:20]]
     notes = [f"top soft positives: {sum(t.distance(thing) <= 1 for t in soft_things)}/20 "
              "within one attribute of the concept"]
+    photo_tokens = _tokens(bb, photos)
     return Bench(
-        thing=thing, photos=_tokens(bb, photos),
+        thing=thing, photos=photo_tokens,
         mirrored=[row.tolist() for row in bb.encode_images([ImageOps.mirror(world.render(s)) for s in photos])],
+        words=photo_words(bb, photo_tokens),
         soft=_tokens(bb, [by_key[k] for k in ranking.soft_positives]),
         hard=_tokens(bb, [by_key[k] for k in ranking.hard_negatives]),
         easy=_tokens(bb, [by_key[k] for k in ranking.easy_negatives]),
@@ -184,11 +188,10 @@ def generation(bb: Any, clip: Any, variant: Variant, bench: Bench, n: int, seed:
 def train_variant(bb: Any, name: str, bench: Bench, steps: int, lr: float, seed: int) -> tuple[Any, float]:
     from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
     from yoc_assistant.personalize.data import BuildContext, build_training_set
-    from yoc_assistant.personalize.describe import photo_words
     from yoc_assistant.personalize.trainer import TrainConfig, train_concept
 
     t0 = time.time()
-    words = [] if name in ("no-concept", "blank-init") else photo_words(bb, bench.photos)
+    words = [] if name in ("no-concept", "blank-init") else bench.words
     vec = ConceptVectors.initialize(bb, EXAMPLE_NAME, seed=seed, words=words)
     cs = ConceptSet(bb, [vec])
     if name in ("no-concept", "caption-init"):
