@@ -1,12 +1,13 @@
 # Two commands a new user needs (README "Quick start"):
 #   make demo   set up .venv and run the walkthrough on the embedded backbone
-#   make test   set up .venv with the test tools and run the suite
+#   make test   set up .venv with the test tools and run the suite (without the quality gate)
+#   make test-quality   the quality gate alone (tests marked slow; minutes on a CPU)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PLUGINS := plugins/yoc-text plugins/yoc-image
 
-.PHONY: setup demo test lint wheels
+.PHONY: setup demo test test-quality lint wheels
 
 $(BIN)/yoc: pyproject.toml $(foreach p,$(PLUGINS),$(p)/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,9 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+test-quality: setup
+	$(BIN)/python -m pytest -q -m slow
 
 wheels: setup
 	$(BIN)/python packaging/build_wheels.py
