@@ -339,3 +339,21 @@ def test_concept_names_in_text_are_spaced_like_words(tmp_path: Path) -> None:
     assert decode([*bb.tokenize("Yes,"), name, *bb.tokenize("is here.")]) == "Yes, <bo> is here."
     assert decode([name, *bb.tokenize("'s hat.")]) == "<bo>'s hat."
     assert decode([*bb.tokenize("I see"), name, *bb.tokenize(".")]) == "I see <bo>."
+
+
+def test_word_level_tokenizer_keeps_possessives_whole_when_streamed() -> None:
+    """The toy backbone's word-level tokenizer splits "'s" off; answers must still read
+    "<sunny>'s colour", streamed piece by piece and whole."""
+    from yoc_assistant.backbone.generation import TextStream, text_decoder
+    from yoc_assistant.backbone.resolve import TOY_WEIGHTS
+
+    toy = Backbone.load(str(TOY_WEIGHTS), precision="fp32", device="cpu")
+    name = toy.vocab_size
+    decode = text_decoder(toy, {name: "<sunny>"})
+    ids = [*toy.tokenize("what is"), name, *toy.tokenize("'s colour ? it is the star's .")]
+    assert decode(ids) == "what is <sunny>'s colour? it is the star's."
+    pieces: list[str] = []
+    stream = TextStream(decode, pieces.append)
+    for tok in ids:
+        stream.push(tok)
+    assert stream.finish() == "".join(pieces) == "what is <sunny>'s colour? it is the star's."

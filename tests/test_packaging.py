@@ -79,3 +79,22 @@ def test_wheels_carry_package_data_and_entry_points(tmp_path: Path) -> None:
             assert _entry_points(wheel)["yoc"][modality] == module
             (meta,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
             assert "Requires-Dist: yoc-assistant" in wheel.read(meta).decode()
+
+
+BUILD_HOOK = ("import sys, setuptools.build_meta as backend; "
+              "getattr(backend, sys.argv[1])(sys.argv[2])")
+
+
+def test_install_prints_no_setuptools_warnings(tmp_path: Path) -> None:
+    """`make setup` installs the core and the plugins editable; setuptools must have
+    nothing to warn about (a license table, an odd layout)."""
+    repo = _copy_repo(tmp_path / "repo")
+    for project in (repo, repo / "plugins" / "yoc-text", repo / "plugins" / "yoc-image"):
+        for hook in ("build_editable", "build_wheel"):
+            out = tmp_path / f"{project.name}-{hook}"
+            done = subprocess.run([sys.executable, "-W", "always", "-c", BUILD_HOOK, hook, str(out)],
+                                  cwd=project, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+            said = done.stdout + done.stderr
+            for word in ("Warning", "deprecated", "careful"):
+                assert word not in said, f"{project.name} {hook}: {said[-3000:]}"

@@ -1,6 +1,8 @@
 """Atomic file writes: temp file in the same folder, fsync, rename.
 
 A kill at any moment leaves either the old file or the new one, never half of one.
+The file gets the mode a plain `open()` would give it (0666 less the user's umask):
+mkstemp's private 0600 would make pictures and bundles unreadable to other programs.
 """
 
 from __future__ import annotations
@@ -27,11 +29,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: set and restore (the only portable way to read it)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

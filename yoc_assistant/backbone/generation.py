@@ -11,6 +11,7 @@ never fed. The loop itself lives in `imagegen.py`.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -78,12 +79,24 @@ def text_forbidden(bb: Backbone, extra: ExtraTokens | None, allowed: set[int]) -
     return mask
 
 
+_HOLD = ("\ufffd", "'")
+# A word-level tokenizer splits "<bo>'s" into ' and s, and detokenizes them "' s"
+# (after a word: "star ' s"); its own cleanup does not mend that.
+_SPLIT_CLITIC = re.compile(r"(?<=[\w>]) ?' (s|t|d|m|re|ve|ll)\b")
+
+
+def tidy_text(text: str) -> str:
+    """Join English clitics a word-level detokenizer left apart: "<bo>' s" -> "<bo>'s"."""
+    return _SPLIT_CLITIC.sub(r"'\1", text)
+
+
 class TextStream:
     """Turns tokens into text pieces as they come.
 
     Decodes a small window (the previous piece's tokens plus the new ones) and emits
     only the growth, holding back while the text ends in an incomplete character
-    (U+FFFD), so byte-level tokenizers and leading-space rules come out right.
+    (U+FFFD) or an apostrophe (the next word may join it: `<bo>'s`), so byte-level
+    tokenizers and leading-space rules come out right.
     """
 
     def __init__(self, decode: Callable[[Sequence[int]], str], on_token: Callable[[str], None] | None):
@@ -98,7 +111,7 @@ class TextStream:
         self.ids.append(tok)
         before = self.decode(self.ids[self.prefix:self.read])
         after = self.decode(self.ids[self.prefix:])
-        if len(after) > len(before) and not after.endswith("\ufffd") and after.startswith(before):
+        if len(after) > len(before) and not after.endswith(_HOLD) and after.startswith(before):
             self._emit(after[len(before):])
             self.prefix, self.read = self.read, len(self.ids)
 
@@ -143,7 +156,7 @@ def text_decoder(bb: Backbone, names: Mapping[int, str] | None) -> Callable[[Seq
                     (is_name or (after_name and (text[0].isalnum() or text[0] in "<("))):
                 out += " "
             out += text
-        return out
+        return tidy_text(out)
 
     return decode
 
