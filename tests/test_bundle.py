@@ -32,14 +32,22 @@ def lib(yoc_home: Path) -> Library:
 
 def trained(lib: Library, tmp_path: Path, name: str = "bo", fingerprint: str | None = FP) -> Path:
     add_concept_from_paths(lib, photos(tmp_path / "photos", 3), name, about="my corgi", display_name="Bo!")
-    meta = {"format_version": "1", "backbone": "tiny-test"}
-    if fingerprint:
-        meta["backbone_fingerprint"] = fingerprint
     vec = lib.concept_dir(name) / "vectors.safetensors"
-    save_file({"input_rows": np.arange(33 * 8, dtype=np.float32).reshape(33, 8),
-               "output_rows": np.ones((33, 8), dtype=np.float32)}, str(vec), metadata=meta)
+    concept_file(vec, fingerprint)
     lib.set_vectors(name, vec, {"recognition": 0.8})
     return export_bundle(lib, name, tmp_path / "bo.yoc.zip")
+
+
+def concept_file(path: Path, fingerprint: str | None = FP, **extra_meta: str) -> Path:
+    """A valid concept file (what ConceptVectors.save writes), made without torch."""
+    meta = {"format": "yoc-concept", "format_version": "1", "backbone": "tiny-test", "concept": "bo",
+            "groups": json.dumps([["generation", 16], ["understanding", 16]]), "hidden_size": "8",
+            **extra_meta}
+    if fingerprint:
+        meta["backbone_fingerprint"] = fingerprint
+    save_file({"input_rows": np.arange(33 * 8, dtype=np.float32).reshape(33, 8),
+               "output_rows": np.ones((33, 8), dtype=np.float32)}, str(path), metadata=meta)
+    return path
 
 
 def rebuild(src: Path, dst: Path, mutate: Callable[[dict[str, bytes], dict], None], redigest: bool = True,

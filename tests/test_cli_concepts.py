@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from library_images import photo, photos
-from safetensors.numpy import save_file
+from test_bundle import concept_file
 
 import yoc_assistant.cli.concepts as concepts_cli
 import yoc_assistant.cli.output as output
@@ -173,11 +172,10 @@ def test_export_import(tmp_path: Path) -> None:
 def test_import_refuses_other_backbone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     yoc("add-concept", *photos(tmp_path / "a", 1), "--name", "bo", "--no-train")
     lib = Library.open()
-    vec = lib.concept_dir("bo") / "vectors.safetensors"
-    save_file({"rows": np.zeros((2, 4), dtype=np.float32)}, str(vec), metadata={"backbone_fingerprint": "a" * 64})
+    vec = concept_file(lib.concept_dir("bo") / "vectors.safetensors", "a" * 64)
     lib.set_vectors("bo", vec)
     shown = json.loads(yoc("concepts", "show", "bo", "--json").stdout)["vectors"]
-    assert shown["exists"] and shown["metadata"] == {"backbone_fingerprint": "a" * 64}
+    assert shown["exists"] and shown["metadata"]["backbone_fingerprint"] == "a" * 64
     out = tmp_path / "bo.yoc.zip"
     assert yoc("concepts", "export", "bo", "--out", out).exit_code == 0
     monkeypatch.setattr(concepts_cli, "configured_fingerprint", lambda: "b" * 64)

@@ -31,3 +31,9 @@ class IncompatibleError(YocError):
     """A file made for another backbone or a newer yoc."""
 
     exit_code = 5
+
+
+def short(text: object, limit: int = 200) -> str:
+    """`text` cut to `limit` characters: an error message quoting a file stays one readable line."""
+    value = str(text)
+    return value if len(value) <= limit else value[:limit] + f"… ({len(value)} characters)"

@@ -37,7 +37,7 @@ def _metrics_text(metrics: dict[str, Any]) -> str:
 def list_cmd(as_json: bool) -> None:
     """All concepts with their status and photo count."""
     with Library.open() as lib:
-        items = lib.list_concepts()
+        items = lib.list_concepts(check_files=True)
     if as_json:
         print_json([c.to_json() for c in items])
         return
@@ -66,7 +66,7 @@ def _vectors_info(path: Path | None) -> dict[str, Any] | None:
 def show_cmd(name: str, as_json: bool) -> None:
     """Everything about one concept: photos, status, runs, metrics, vector file."""
     with Library.open() as lib:
-        concept = lib.require_concept(name)
+        concept = lib.checked(lib.require_concept(name))
         images = lib.concept_images(concept.name)
         runs = lib.runs(concept.name)
     vectors = _vectors_info(concept.vectors_path)
@@ -76,6 +76,8 @@ def show_cmd(name: str, as_json: bool) -> None:
         return
     click.echo(f"{concept.name}" + (f" ({concept.display_name})" if concept.display_name else ""))
     click.echo(f"  status:   {concept.status}")
+    if concept.problem:
+        click.echo(f"  problem:  {concept.problem}; retrain it with `yoc train {concept.name}`")
     click.echo(f"  about:    {concept.about or '-'}")
     click.echo(f"  backbone: {concept.backbone or '-'}")
     click.echo(f"  created:  {concept.created}")

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import stat
-import struct
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -28,11 +27,20 @@ from typing import Any
 import yoc_assistant
 from yoc_assistant.atomic import atomic_path, atomic_write_bytes
 from yoc_assistant.errors import IncompatibleError, NotFoundError, UserInputError
-from yoc_assistant.library import paths
+from yoc_assistant.library import paths, vectorfile
 from yoc_assistant.library.core import Library
 from yoc_assistant.library.ingest import ImageRejected, normalize_bytes
-from yoc_assistant.library.models import ROLES, Concept, check_name, dumps, now
+from yoc_assistant.library.models import (
+    ABOUT_MAX,
+    DISPLAY_NAME_MAX,
+    ROLES,
+    Concept,
+    check_name,
+    dumps,
+    now,
+)
 from yoc_assistant.library.store import is_sha256
+from yoc_assistant.library.vectorfile import VectorFileError
 
 FORMAT = "yoc-concept-bundle"
 FORMAT_VERSION = 1
@@ -45,6 +53,7 @@ MAX_MANIFEST_BYTES = 4 * 2**20
 MAX_MEMBERS = 2000
 MAX_SAFETENSORS_HEADER = 16 * 2**20
 _HEX = re.compile(r"[0-9a-f]{8,128}")
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 class BundleError(UserInputError):
@@ -56,47 +65,19 @@ class BundleError(UserInputError):
 
 def safetensors_header(data: bytes, label: str = "vector file") -> dict[str, Any]:
     """Parse and check a safetensors header: 8-byte little-endian length, then JSON."""
-    if len(data) < 8:
-        raise BundleError(f"{label}: not a safetensors file (too short)")
-    (length,) = struct.unpack("<Q", data[:8])
-    if length > MAX_SAFETENSORS_HEADER or 8 + length > len(data):
-        raise BundleError(f"{label}: not a safetensors file (header length {length})")
     try:
-        header = json.loads(data[8:8 + length])
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"{label}: damaged safetensors header ({err})") from None
-    if not isinstance(header, dict):
-        raise BundleError(f"{label}: damaged safetensors header (not an object)")
-    body = len(data) - 8 - length
-    for key, entry in header.items():
-        if key == "__metadata__":
-            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
-                raise BundleError(f"{label}: metadata must map names to strings")
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(isinstance(o, int) for o in offsets)
-                or not 0 <= offsets[0] <= offsets[1] <= body):
-            raise BundleError(f"{label}: tensor {key!r} points outside the file")
-    return header
+        return vectorfile.split_header(data, label, MAX_SAFETENSORS_HEADER)[0]
+    except VectorFileError as err:
+        raise BundleError(str(err)) from None
 
 
 def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The `__metadata__` of a safetensors file, read without torch."""
-    path = Path(path)
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise BundleError(f"{path}: not a safetensors file (too short)")
-        (length,) = struct.unpack("<Q", head)
-        if length > MAX_SAFETENSORS_HEADER:
-            raise BundleError(f"{path}: not a safetensors file (header length {length})")
-        raw = fh.read(length)
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"{path}: damaged safetensors header ({err})") from None
-    meta = header.get("__metadata__", {}) if isinstance(header, dict) else {}
+        header = vectorfile.read_header_of(Path(path), MAX_SAFETENSORS_HEADER)
+    except VectorFileError as err:
+        raise BundleError(str(err)) from None
+    meta = header.get("__metadata__", {})
     return dict(meta) if isinstance(meta, dict) else {}
 
 
@@ -133,7 +114,14 @@ def export_bundle(lib: Library, name: str, out: str | os.PathLike[str] | None = 
     if concept.vectors_path is not None:
         if not concept.vectors_path.is_file():
             raise NotFoundError(f"the vector file of {concept.name!r} is missing: {concept.vectors_path}")
-        members[VECTORS] = concept.vectors_path.read_bytes()
+        try:
+            vectorfile.check_concept_file(concept.vectors_path)
+        except VectorFileError as err:
+            raise UserInputError(f"{err}; retrain {concept.name!r} before exporting it "
+                                 f"(`yoc train {concept.name}`)") from None
+        # Where the backbone lies on this machine stays private: only its name and fingerprint travel.
+        members[VECTORS] = vectorfile.without_metadata(concept.vectors_path.read_bytes(),
+                                                       vectorfile.PRIVATE_METADATA, str(concept.vectors_path))
         meta = safetensors_header(members[VECTORS], str(concept.vectors_path)).get("__metadata__", {})
     total = sum(len(b) for b in members.values())
     if total > MAX_TOTAL_BYTES:
@@ -146,7 +134,7 @@ def export_bundle(lib: Library, name: str, out: str | os.PathLike[str] | None = 
         "concept": {"name": concept.name, "display_name": concept.display_name, "about": concept.about,
                     "status": concept.status, "metrics": concept.metrics},
         # The backbone's name, not the local path it was loaded from (that stays private).
-        "backbone": {"id": meta.get("backbone") or concept.backbone,
+        "backbone": {"id": meta.get("backbone") or _public_backbone_id(concept.backbone),
                      "fingerprint": concept.backbone_fingerprint or meta.get("backbone_fingerprint")},
         "vectors": VECTORS if VECTORS in members else None,
         "vectors_metadata": meta,
@@ -158,6 +146,15 @@ def export_bundle(lib: Library, name: str, out: str | os.PathLike[str] | None = 
         for member, data in sorted(members.items()):
             zf.writestr(member, data)
     return target
+
+
+def _public_backbone_id(stored: str | None) -> str | None:
+    """A hub id ("org/model") as is; of a local path, only the folder's name."""
+    if not stored:
+        return None
+    if _HUB_ID.fullmatch(stored) and not Path(stored).expanduser().exists():
+        return stored
+    return PurePosixPath(stored.replace("\\", "/")).name or None
 
 
 # --- import: validation -----------------------------------------------------------------
@@ -219,7 +216,7 @@ def _check_manifest(label: str, m: Any) -> None:
                                 f"({FORMAT_VERSION}); upgrade yoc")
     c = m.get("concept")
     _require(isinstance(c, dict) and isinstance(c.get("name"), str), label, "concept.name")
-    for key, most in (("display_name", 200), ("about", 20_000)):
+    for key, most in (("display_name", DISPLAY_NAME_MAX), ("about", ABOUT_MAX)):
         value = c.get(key)
         _require(value is None or (isinstance(value, str) and len(value) <= most), label, f"concept.{key}")
     _require(c.get("metrics") is None or isinstance(c.get("metrics"), dict), label, "concept.metrics")
@@ -273,10 +270,8 @@ def read_bundle(file: str | os.PathLike[str]) -> BundleContents:
             raise BundleError(f"{label}: contents larger than {MAX_TOTAL_BYTES // 2**20} MiB")
         if MANIFEST not in names:
             raise BundleError(f"{label}: not a yoc concept bundle (no {MANIFEST})")
-        try:
-            manifest = json.loads(_read_member(label, zf, zf.getinfo(MANIFEST), MAX_MANIFEST_BYTES))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise BundleError(f"{label}: {MANIFEST} is not valid JSON ({err})") from None
+        manifest = vectorfile.parse_json(_read_member(label, zf, zf.getinfo(MANIFEST), MAX_MANIFEST_BYTES),
+                                         f"{label}: {MANIFEST} is not valid JSON", BundleError)
         _check_manifest(label, manifest)
         listed = set(manifest["members"])
         present = set(names) - {MANIFEST}
@@ -307,7 +302,12 @@ def read_bundle(file: str | os.PathLike[str]) -> BundleContents:
 
 
 def _check_vectors(label: str, manifest: dict[str, Any], vectors: bytes) -> None:
-    meta = safetensors_header(vectors, f"{label}: {VECTORS}").get("__metadata__", {})
+    safetensors_header(vectors, f"{label}: {VECTORS}")  # the structural errors first
+    try:
+        # The whole file, as loading it would: two finite float32 tensors of the right shape.
+        meta = vectorfile.check_concept_bytes(vectors, f"{label}: {VECTORS}")
+    except VectorFileError as err:
+        raise BundleError(str(err)) from None
     inner = meta.get("backbone_fingerprint")
     outer = manifest["backbone"].get("fingerprint")
     if inner and outer and inner != outer:
@@ -384,8 +384,9 @@ def _decode_photos(label: str, contents: BundleContents) -> dict[str, tuple[byte
             raise BundleError(f"{label}: photo {member!r} is not usable ({err.reason})") from None
         if norm.sha256 != sha:
             raise BundleError(f"{label}: photo {member!r} does not match its content id")
-        png = contents.photos[member] if norm.image.mode == "RGB" and not norm.notes else norm.png_bytes()
-        out[sha] = (png, norm.image.width, norm.image.height)
+        # Re-encoded exactly as ingest stores a photo added directly: whatever else the sender's
+        # file carried (private chunks, GPS text) stays out of the store.
+        out[sha] = (norm.png_bytes(), norm.image.width, norm.image.height)
     return out
 
 

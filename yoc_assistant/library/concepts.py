@@ -15,7 +15,7 @@ from pathlib import Path
 from yoc_assistant.errors import UserInputError
 from yoc_assistant.library.core import Library
 from yoc_assistant.library.ingest import IngestReport, ProgressFn
-from yoc_assistant.library.models import check_name
+from yoc_assistant.library.models import check_name, check_text_fields
 
 MIN_PHOTOS = 1
 RECOMMENDED_PHOTOS = 3
@@ -35,9 +35,12 @@ class NoUsablePhotosError(UserInputError):
         self.report = report
 
 
-def check_can_add(lib: Library, name: str) -> None:
-    """Raise before any work if `name` is invalid or taken by a concept that cannot be continued."""
+def check_can_add(lib: Library, name: str, *, display_name: str | None = None,
+                  about: str | None = None) -> None:
+    """Raise before any work if `name` (or a text field) is invalid, or the name is taken by a
+    concept that cannot be continued."""
     check_name(name)
+    check_text_fields(display_name, about)
     existing = lib.get_concept(name)
     if existing is not None and not lib.can_resume(existing):
         raise UserInputError(
@@ -64,7 +67,7 @@ def add_concept_from_paths(
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
-    check_can_add(lib, name)
+    check_can_add(lib, name, display_name=display_name, about=about)
     staged = lib.ingest([Path(p) for p in paths], on_progress)
     existing = lib.get_concept(name)
     if not staged.accepted and (existing is None or existing.photos < MIN_PHOTOS):

@@ -10,6 +10,7 @@ Crash-safety rules followed by every method:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import shutil
@@ -22,7 +23,7 @@ import sqlite_utils
 
 from yoc_assistant.errors import NotFoundError, UserInputError
 from yoc_assistant.library import db as dbmod
-from yoc_assistant.library import paths
+from yoc_assistant.library import paths, vectorfile
 from yoc_assistant.library.ingest import (
     IngestReport,
     ProgressFn,
@@ -32,6 +33,7 @@ from yoc_assistant.library.ingest import (
     slow_hook,
 )
 from yoc_assistant.library.models import (
+    BROKEN,
     ROLES,
     RUN_STATUSES,
     STATUSES,
@@ -39,6 +41,7 @@ from yoc_assistant.library.models import (
     ImageRecord,
     TrainingRun,
     check_name,
+    check_text_fields,
     dumps,
     loads,
     now,
@@ -147,8 +150,18 @@ class Library(RunsAndCachesMixin):
         )
         raise NotFoundError(f"no concept named {name!r}.{hint}")
 
-    def list_concepts(self) -> list[Concept]:
-        return [self._concept(r) for r in self.db.query(f"{_CONCEPT_SQL} ORDER BY c.name COLLATE NOCASE")]
+    def list_concepts(self, *, check_files: bool = False) -> list[Concept]:
+        """All concepts by name; `check_files`: each vector file is validated, and a concept
+        whose file is missing, truncated or invalid comes back with status "broken"."""
+        items = [self._concept(r) for r in self.db.query(f"{_CONCEPT_SQL} ORDER BY c.name COLLATE NOCASE")]
+        return [self.checked(c) for c in items] if check_files else items
+
+    def checked(self, concept: Concept) -> Concept:
+        """`concept`, with status "broken" and the reason when its vector file cannot be used."""
+        problem = vectorfile.problem_of(concept.vectors_path)
+        if problem is None:
+            return concept
+        return dataclasses.replace(concept, status=BROKEN, problem=problem)
 
     def _insert_concept(self, name: str, **fields: Any) -> None:
         stamp = now()
@@ -164,6 +177,7 @@ class Library(RunsAndCachesMixin):
         backbone: str | None = None,
     ) -> Concept:
         check_name(name)
+        check_text_fields(display_name, about)
         with self.transaction():
             self._refuse_existing(name)
             self._insert_concept(name, display_name=display_name, about=about, backbone=backbone)
@@ -196,6 +210,7 @@ class Library(RunsAndCachesMixin):
         continues it: new photos are linked, known ones reported as duplicates.
         """
         check_name(name)
+        check_text_fields(display_name, about)
         report = IngestReport()
         with self.transaction():
             existing = self.get_concept(name)
@@ -216,6 +231,7 @@ class Library(RunsAndCachesMixin):
 
     def update_concept(self, name: str, *, display_name: str | None = None, about: str | None = None,
                        backbone: str | None = None, backbone_fingerprint: str | None = None) -> Concept:
+        check_text_fields(display_name, about)
         with self.transaction():
             concept = self.require_concept(name)
             self._update_fields(concept.id, display_name=display_name, about=about, backbone=backbone,

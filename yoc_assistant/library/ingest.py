@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -21,7 +22,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from yoc_assistant.errors import UserInputError
+from yoc_assistant.errors import UserInputError, short
 from yoc_assistant.library.store import ImageStore
 
 MAX_PIXELS = 64_000_000  # decompression-bomb guard, checked before decoding
@@ -112,15 +113,23 @@ def pixel_hash(image: Image.Image) -> str:
     return h.hexdigest()
 
 
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO (named pipe), not a file"), (stat.S_ISSOCK, "a socket, not a file"),
+                (stat.S_ISCHR, "a device, not a file"), (stat.S_ISBLK, "a device, not a file"))
+
+
 def _read(path: Path) -> bytes:
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except FileNotFoundError:
         raise ImageRejected(path, "no such file") from None
     except OSError as err:
         raise ImageRejected(path, f"cannot read the file ({err.strerror or err})") from None
-    if path.is_dir():
+    size = info.st_size
+    if stat.S_ISDIR(info.st_mode):
         raise ImageRejected(path, "is a folder, not a file")
+    for test, what in _NOT_REGULAR:  # reading one could block forever or never end
+        if test(info.st_mode):
+            raise ImageRejected(path, f"is {what}")
     if size == 0:
         raise ImageRejected(path, "empty file (0 bytes)")
     if size > MAX_FILE_BYTES:
@@ -182,12 +191,16 @@ def _load(path: Path, img: Image.Image) -> None:
 
 
 def _orient(path: Path, img: Image.Image, notes: list[str]) -> Image.Image:
+    """Apply EXIF orientation 2-8; any other value, or damaged EXIF, is a note (never a
+    warning printed by PIL, never a rotation claimed that did not happen)."""
     try:
         orientation = img.getexif().get(0x0112, 1)
-        if orientation not in (None, 1):
+        if orientation in range(2, 9):
             out = ImageOps.exif_transpose(img)
             notes.append(f"rotated upright (EXIF orientation {orientation})")
             return out
+        if orientation not in (None, 1):
+            notes.append(f"EXIF orientation {str(orientation)[:20]} is not a valid value: ignored")
     except Exception:  # noqa: BLE001 - broken EXIF must not lose the photo
         notes.append("unreadable EXIF data ignored")
     return img
@@ -250,6 +263,26 @@ def normalize_bytes(data: bytes, path: Path) -> NormalizedImage:
     """Like normalize_file for bytes already read; `path` names them in messages."""
     if not data:
         raise ImageRejected(path, "empty file (0 bytes)")
+    # PIL warns (on stderr) about damaged EXIF and the like: those become notes on the photo.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        norm = _normalize(data, path)
+    for text in dict.fromkeys(_warning_note(w) for w in caught):
+        if text is not None and text not in norm.notes:
+            norm.notes.append(text)
+    return norm
+
+
+def _warning_note(caught: warnings.WarningMessage) -> str | None:
+    if issubclass(caught.category, Image.DecompressionBombWarning | ResourceWarning):
+        return None
+    text = str(caught.message)
+    if "EXIF" in text or "Tag data" in text or "tag" in text.lower():
+        return "damaged EXIF data ignored"
+    return f"decoder warning: {short(text, 120)}"
+
+
+def _normalize(data: bytes, path: Path) -> NormalizedImage:
     img = _open(path, data)
     notes: list[str] = []
     fmt = img.format or "?"

@@ -12,11 +12,17 @@ from typing import Any
 from yoc_assistant.errors import UserInputError
 
 STATUSES = ("new", "training", "ready", "failed")
+BROKEN = "broken"  # shown, never stored: the row points at a vector file that cannot be used
 ROLES = ("positive", "negative", "pool", "test")
 RUN_STATUSES = ("running", "done", "failed", "interrupted")
 
 NAME_MAX = 40
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+# One set of limits for every way a concept's text fields enter the library (add-concept,
+# the app, an imported bundle), so that every concept that exists can be exported and
+# imported back.
+DISPLAY_NAME_MAX = 200
+ABOUT_MAX = 20_000
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 # Names that some file systems treat as devices; a name must never become a path.
 _RESERVED = {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(10)} | {f"lpt{i}" for i in range(10)}
 
@@ -27,7 +33,8 @@ def check_name(name: str) -> str:
         raise UserInputError("a concept name is needed (letters, digits, '-' and '_')")
     if len(name) > NAME_MAX:
         raise UserInputError(f"concept name {name!r} is too long ({len(name)} characters; at most {NAME_MAX})")
-    if not _NAME_RE.match(name):
+    # fullmatch: `match` with `$` lets a trailing newline through ("bo\n" next to "bo").
+    if not _NAME_RE.fullmatch(name):
         raise UserInputError(
             f"concept name {name!r} is not allowed: use ASCII letters, digits, '-' and '_', "
             "starting with a letter or digit (put anything else in --display-name)"
@@ -35,6 +42,17 @@ def check_name(name: str) -> str:
     if name.lower() in _RESERVED:
         raise UserInputError(f"concept name {name!r} is reserved by some systems; choose another")
     return name
+
+
+def check_text_fields(display_name: str | None = None, about: str | None = None) -> None:
+    """Raise UserInputError unless the optional text fields are within the library's limits."""
+    for option, value, most in (("display name", display_name, DISPLAY_NAME_MAX), ("about", about, ABOUT_MAX)):
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise UserInputError(f"the {option} must be text, not {type(value).__name__}")
+        if len(value) > most:
+            raise UserInputError(f"the {option} is too long ({len(value)} characters; at most {most})")
 
 
 def now() -> str:
@@ -65,6 +83,9 @@ class Concept:
     updated: str = ""
     photos: int = 0  # positive photos linked
     last_trained: str | None = None  # end of the latest successful training run
+    # Why its vector file cannot be used (missing, truncated, invalid); status is then "broken".
+    # Set only by Library.list_concepts(check_files=True) / Library.checked().
+    problem: str | None = None
 
     @property
     def label(self) -> str:
@@ -84,6 +105,7 @@ class Concept:
             "updated": self.updated,
             "photos": self.photos,
             "last_trained": self.last_trained,
+            "problem": self.problem,
         }
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from yoc_assistant.atomic import atomic_path
-from yoc_assistant.errors import IncompatibleError, NotFoundError, UserInputError
+from yoc_assistant.errors import IncompatibleError, NotFoundError, UserInputError, short
 
 if TYPE_CHECKING:
     from yoc_assistant.backbone.core import Backbone, ExtraTokens
@@ -195,10 +195,10 @@ def read_concept_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
     except Exception as err:  # SafetensorError, OSError, bad JSON header...
         raise UserInputError(
-            f"{path} is not a readable concept file (corrupt or truncated: {err})"
+            f"{path} is not a readable concept file (corrupt or truncated: {short(err)})"
         ) from err
     if meta.get("format") != FORMAT:
-        raise UserInputError(f"{path} is not a yoc concept file (format {meta.get('format')!r})")
+        raise UserInputError(f"{path} is not a yoc concept file (format {short(meta.get('format'), 40)!r})")
     return tensors, meta
 
 
@@ -215,10 +215,11 @@ def _from_file(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str
     try:
         groups = {str(g): int(s) for g, s in json.loads(meta["groups"])}
         name = meta["concept"]
-    except (KeyError, ValueError, TypeError) as err:
-        raise UserInputError(f"{path}: concept metadata is damaged ({err!r})") from None
+    except (KeyError, ValueError, TypeError, RecursionError) as err:
+        raise UserInputError(f"{path}: concept metadata is damaged ({short(repr(err))})") from None
     if set(tensors) != {"input_rows", "output_rows"}:
-        raise UserInputError(f"{path}: expected tensors input_rows and output_rows, found {sorted(tensors)}")
+        raise UserInputError(f"{path}: expected tensors input_rows and output_rows, found "
+                             f"{len(tensors)}: {short(sorted(tensors)[:4], 120)}")
     rows = {k: v.to(torch.float32) for k, v in tensors.items()}
     for key, value in rows.items():
         if not bool(torch.isfinite(value).all()):
