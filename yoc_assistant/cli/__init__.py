@@ -49,7 +49,8 @@ class LazyGroup(click.Group):
         return getattr(module, attr)
 
 
-@click.group(cls=LazyGroup, invoke_without_command=True)
+@click.group(cls=LazyGroup, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="yoc-assistant", prog_name="yoc")
 @click.pass_context
 def cli(ctx: click.Context) -> None:

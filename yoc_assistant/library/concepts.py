@@ -19,6 +19,10 @@ from yoc_assistant.library.models import check_name, check_text_fields
 
 MIN_PHOTOS = 1
 RECOMMENDED_PHOTOS = 3
+# Above this a folder most likely holds more than the one thing (other photos, a pool):
+# every photo is taken as a positive, so say so.
+MANY_PHOTOS = 20
+BEST_PHOTOS_HINT = "3-5 different photos of the one thing work best"
 
 
 class NoUsablePhotosError(UserInputError):
@@ -58,8 +62,12 @@ def add_concept_from_paths(
     display_name: str | None = None,
     backbone: str | None = None,
     on_progress: ProgressFn | None = None,
+    recursive: bool = False,
 ) -> IngestReport:
     """Validate and store the photos, then create (or continue) the concept.
+
+    A folder gives the photos at its top; its subfolders only when `recursive` (a
+    folder of photos often keeps others beside them: held-out ones, other things).
 
     Returns the report: `accepted` = photos newly linked, `rejected`/`duplicates`
     with reasons, `warnings`, and `concept`. Raises NoUsablePhotosError (exit 2)
@@ -68,18 +76,32 @@ def add_concept_from_paths(
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     check_can_add(lib, name, display_name=display_name, about=about)
-    staged = lib.ingest([Path(p) for p in paths], on_progress)
+    staged = lib.ingest([Path(p) for p in paths], on_progress, recursive=recursive)
     existing = lib.get_concept(name)
     if not staged.accepted and (existing is None or existing.photos < MIN_PHOTOS):
         raise NoUsablePhotosError(name, staged)
     concept, linked = lib.add_concept(name, staged.accepted, display_name=display_name, about=about,
                                       backbone=backbone)
     report = IngestReport(accepted=linked.accepted, rejected=staged.rejected, notes=staged.notes,
-                          duplicates=staged.duplicates + linked.duplicates, concept=concept)
+                          duplicates=staged.duplicates + linked.duplicates, concept=concept,
+                          skipped_folders=staged.skipped_folders)
+    if staged.skipped_folders:
+        shown = ", ".join(f"{p.name}/" for p in staged.skipped_folders[:5])
+        more = len(staged.skipped_folders) - 5
+        report.warnings.append(
+            f"subfolders not read: {shown}{f' and {more} more' if more > 0 else ''} "
+            "(only the photos at the top of a folder are; pass --recursive to read subfolders too)"
+        )
     if concept.photos < RECOMMENDED_PHOTOS:
         report.warnings.append(
             f"only {concept.photos} photo{'s' if concept.photos != 1 else ''} of {concept.name!r}: "
             f"{RECOMMENDED_PHOTOS}-5 different photos give much better results"
+        )
+    elif concept.photos > MANY_PHOTOS:
+        report.warnings.append(
+            f"{concept.photos} photos of {concept.name!r}, every one taken as a photo of it: "
+            f"{BEST_PHOTOS_HINT}. If the folder holds other things, remove the concept "
+            f"(`yoc concepts rm {concept.name}`) and add only its own photos"
         )
     return report
 

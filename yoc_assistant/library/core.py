@@ -294,9 +294,10 @@ class Library(RunsAndCachesMixin):
 
     # --- images --------------------------------------------------------------
 
-    def ingest(self, paths_: Iterable[str | os.PathLike[str]], on_progress: ProgressFn | None = None) -> IngestReport:
+    def ingest(self, paths_: Iterable[str | os.PathLike[str]], on_progress: ProgressFn | None = None,
+               *, recursive: bool = True) -> IngestReport:
         """Validate files and write the good ones to the store (no database rows yet)."""
-        return ingest_files(paths_, self.store, on_progress)
+        return ingest_files(paths_, self.store, on_progress, recursive=recursive)
 
     def _ensure_file(self, image: StoredImage) -> None:
         # Called under the write lock: a concurrent remove may have deleted the

@@ -1,5 +1,6 @@
 """Photo validation and normalization.
 
+Phone formats (HEIC/HEIF, AVIF) are read through pillow-heif and pillow-avif-plugin.
 Every file is checked on its own; a bad one is named with its reason and the
 rest of the batch goes on. What gets stored is always an RGB PNG: EXIF
 orientation applied, alpha composited on white, CMYK/16-bit/palette converted,
@@ -29,9 +30,11 @@ MAX_PIXELS = 64_000_000  # decompression-bomb guard, checked before decoding
 MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_SIDE = 2048  # stored pictures are downscaled to this; training uses 512
 MIN_SIDE = 16
-# Formats PIL decodes itself; others (EPS runs Ghostscript, ...) are refused.
-ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "PPM")  # JPEG covers MPO
-_ANIMATED_FORMATS = {"GIF", "PNG", "WEBP"}
+# Formats PIL decodes itself or through the phone-format plugins; others (EPS runs
+# Ghostscript, ...) are refused.
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "PPM", "HEIF", "AVIF")  # JPEG covers MPO
+_ANIMATED_FORMATS = {"GIF", "PNG", "WEBP", "AVIF"}
+_FORMAT_NAMES = ("JPEG", "PNG", "HEIC", "AVIF", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 
 ProgressFn = Callable[[int, int, Path], None]
 
@@ -81,6 +84,7 @@ class IngestReport:
     notes: list[tuple[Path, str]] = field(default_factory=list)
     duplicates: list[tuple[Path, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    skipped_folders: list[Path] = field(default_factory=list)  # subfolders not read (not recursive)
     concept: Any = None  # the Concept the photos went to, when there is one
 
     @property
@@ -102,6 +106,7 @@ class IngestReport:
             "rejected": [{"file": str(p), "reason": r} for p, r in self.rejected],
             "duplicates": [{"file": str(p), "reason": r} for p, r in self.duplicates],
             "notes": [{"file": str(p), "note": n} for p, n in self.notes],
+            "skipped_folders": [str(p) for p in self.skipped_folders],
         }
 
 
@@ -141,7 +146,23 @@ def _read(path: Path) -> bytes:
         raise ImageRejected(path, f"cannot read the file ({err.strerror or err})") from None
 
 
+_phone_formats_registered = False
+
+
+def register_phone_formats() -> None:
+    """Teach PIL to read HEIC/HEIF (iPhones' default) and AVIF; once per process."""
+    global _phone_formats_registered
+    if _phone_formats_registered:
+        return
+    import pillow_avif  # noqa: F401 - importing registers the AVIF plugin
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    _phone_formats_registered = True
+
+
 def _open(path: Path, data: bytes) -> Image.Image:
+    register_phone_formats()
     Image.init()  # registers every plugin, so that `formats=` below knows them all
     try:
         with warnings.catch_warnings():
@@ -152,7 +173,7 @@ def _open(path: Path, data: bytes) -> Image.Image:
         raise ImageRejected(path, "image too large (decompression bomb guard)") from None
     except UnidentifiedImageError:
         raise ImageRejected(
-            path, f"not an image yoc can read (it reads {', '.join(ALLOWED_FORMATS)})"
+            path, f"not an image yoc can read (it reads {', '.join(_FORMAT_NAMES)})"
         ) from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageRejected(path, f"damaged image ({err})") from None
@@ -297,8 +318,12 @@ def _normalize(data: bytes, path: Path) -> NormalizedImage:
     return NormalizedImage(image=img, sha256=pixel_hash(img), source_format=fmt, notes=notes)
 
 
-def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Files named directly, plus the files inside named folders (recursively, hidden ones skipped)."""
+def expand_paths(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True,
+                 skipped_folders: list[Path] | None = None,
+                 ) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files named directly, plus the files inside named folders (hidden ones skipped):
+    all the way down when `recursive`, else the folder's top only, its subfolders
+    appended to `skipped_folders`."""
     files: list[Path] = []
     missing: list[tuple[Path, str]] = []
     for raw in paths:
@@ -307,6 +332,10 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], l
             for folder, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 files.extend(Path(folder) / n for n in sorted(names) if not n.startswith("."))
+                if not recursive:
+                    if skipped_folders is not None:
+                        skipped_folders.extend(Path(folder) / d for d in dirs)
+                    dirs[:] = []
         elif path.exists() or path.is_symlink():
             files.append(path)
         else:
@@ -325,14 +354,17 @@ def ingest_files(
     paths: Iterable[str | os.PathLike[str]],
     store: ImageStore,
     on_progress: ProgressFn | None = None,
+    *,
+    recursive: bool = True,
 ) -> IngestReport:
     """Validate files, write the accepted ones to the store, and report on each.
 
     Only files are written: the caller links them in the database afterwards,
     so a kill here leaves at most unreferenced (complete) files in the store.
     """
-    files, missing = expand_paths(paths)
-    report = IngestReport(rejected=list(missing))
+    skipped: list[Path] = []
+    files, missing = expand_paths(paths, recursive=recursive, skipped_folders=skipped)
+    report = IngestReport(rejected=list(missing), skipped_folders=skipped)
     seen: dict[str, Path] = {}
     for index, path in enumerate(files):
         try:
