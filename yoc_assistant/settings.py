@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from yoc_assistant.errors import UserInputError
@@ -19,13 +21,50 @@ if TYPE_CHECKING:
 ANOLE_ID = "leloy/Anole-7b-v0.1-hf"
 
 
+# A Hugging Face model id: owner/name (the loader looks it up in the local cache).
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
 def backbone_source() -> str | None:
-    """The backbone the user asked for, or None for the embedded default."""
-    return os.environ.get("YOC_BACKBONE") or None
+    """The backbone the user asked for, or None for the embedded default.
+
+    A value that is neither an existing folder nor shaped like a hub id is refused
+    here, naming the variable (no torch needed, so before any slow load)."""
+    value = os.environ.get("YOC_BACKBONE") or None
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserInputError(f"YOC_BACKBONE={value!r} is a file; set it to a checkpoint folder "
+                             "(config.json, model.safetensors, tokenizer), or unset it to use "
+                             "the embedded toy backbone")
+    if not path.exists() and not HUB_ID.match(value):
+        raise UserInputError(f"YOC_BACKBONE={value!r} is neither a checkpoint folder nor a "
+                             "Hugging Face model id (owner/name); set it to one (`yoc pull` "
+                             f"downloads {ANOLE_ID}), or unset it to use the embedded toy backbone")
+    return value
 
 
 def device() -> str:
-    return os.environ.get("YOC_DEVICE", "auto")
+    """YOC_DEVICE (cpu, cuda, cuda:N or auto; default auto), checked for its form."""
+    value = os.environ.get("YOC_DEVICE", "auto").strip() or "auto"
+    if not _DEVICE.match(value):
+        raise UserInputError(f"YOC_DEVICE={value!r} is not a device: set it to cpu, cuda or "
+                             "auto (or unset it)")
+    return value
+
+
+def checked_device() -> str:
+    """`device()`, refusing cuda on a machine without a CUDA GPU (this imports torch)."""
+    value = device()
+    if value.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserInputError(f"YOC_DEVICE={value} but this machine has no usable CUDA GPU: "
+                                 "set YOC_DEVICE=cpu (or auto), or unset it")
+    return value
 
 
 # Below this many parameters a CPU backbone runs on one thread unless the user says

@@ -244,7 +244,7 @@ def pick_device(device: str | torch.device) -> torch.device:
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if text.startswith("cuda") and not torch.cuda.is_available():
-        raise BackboneError("device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        raise BackboneError(f"device {text} was asked for but no CUDA GPU is available; use the cpu")
     if not (text == "cpu" or text.startswith("cuda")):
         raise UserInputError(f"unknown device {text!r}: use cpu, cuda or auto")
     return torch.device(text)

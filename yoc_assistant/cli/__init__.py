@@ -50,13 +50,25 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, invoke_without_command=True,
-             context_settings={"help_option_names": ["-h", "--help"]})
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="yoc-assistant", prog_name="yoc")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """yoc: teach a local assistant about your things, then ask about them and draw them.
 
     With no command, opens the chat app.
+
+    \b
+    Examples:
+      yoc demo                                  # the walkthrough, offline, ~1 minute
+      yoc add-concept ~/photos/bo --name bo     # 3-5 photos of your thing
+      yoc ask "is <bo> in this photo?" --image park.jpg
+      yoc draw "a photo of <bo>" --out ~/Desktop/
+      yoc concepts                              # what yoc knows
+      yoc logs -n 5                             # what was asked and answered
+
+    \b
+    Every command takes -h. Guide: docs/usage.md (exit codes, environment variables).
     """
     if ctx.invoked_subcommand is None:
         from yoc_assistant.tui import run_app

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from yoc_assistant.cli.output import print_json, progress, warn
+from yoc_assistant.cli.output import print_json, progress, quiet_option, warn
 from yoc_assistant.cli.runtime import open_backbone, open_library, precision_option
 
 
@@ -56,7 +56,7 @@ def _print_files(response: Any) -> None:
 @click.option("--max-tokens", type=click.IntRange(1, 8192), default=256, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path),
               help="File or folder for pictures, if the answer is a picture.")
-@click.option("--quiet", is_flag=True, help="No progress bars or notes.")
+@quiet_option
 @precision_option
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, seed: int | None,
@@ -113,7 +113,7 @@ def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, se
               help="Classifier-free guidance scale (1.0 = off; default: the backbone's, 3.0 for Anole).")
 @click.option("--explain", is_flag=True,
               help="Also show what the router would have chosen, with probabilities.")
-@click.option("--quiet", is_flag=True, help="No progress bar or notes.")
+@quiet_option
 @precision_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def draw(text: str, out: Path | None, seed: int | None, n: int, cfg: float | None, explain: bool,

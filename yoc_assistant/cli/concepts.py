@@ -8,15 +8,34 @@ from typing import Any
 
 import click
 
-from yoc_assistant.cli.output import confirm, info, json_option, print_json, quiet_option, table
-from yoc_assistant.errors import YocError
+from yoc_assistant.cli.output import (
+    confirm,
+    info,
+    json_option,
+    print_json,
+    quiet_option,
+    stdin_is_tty,
+    table,
+    terminal_text,
+)
+from yoc_assistant.errors import UserInputError, YocError
 from yoc_assistant.library import Library
-from yoc_assistant.library.bundle import export_bundle, import_bundle, safetensors_metadata
+from yoc_assistant.library.bundle import (
+    bundle_target,
+    export_bundle,
+    import_bundle,
+    safetensors_metadata,
+)
 
 
-@click.group("concepts")
-def concepts() -> None:
-    """List, inspect, rename, remove, export and import concepts."""
+@click.group("concepts", invoke_without_command=True)
+@click.pass_context
+def concepts(ctx: click.Context) -> None:
+    """List, inspect, rename, remove, export and import concepts.
+
+    `yoc concepts` alone lists them (as `yoc concepts list`)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_cmd, as_json=False)
 
 
 # Shown first when present: the paper's selection metrics.
@@ -44,8 +63,8 @@ def list_cmd(as_json: bool) -> None:
     if not items:
         info("No concepts yet. Add one with: yoc add-concept PHOTOS --name NAME")
         return
-    table([(c.name, c.display_name or "", c.status, c.photos, (c.last_trained or "")[:16].replace("T", " "),
-            _metrics_text(c.metrics)) for c in items],
+    table([(c.name, terminal_text(c.display_name or ""), c.status, c.photos,
+            (c.last_trained or "")[:16].replace("T", " "), _metrics_text(c.metrics)) for c in items],
           ["NAME", "DISPLAY NAME", "STATUS", "PHOTOS", "TRAINED", "METRICS"])
 
 
@@ -74,11 +93,14 @@ def show_cmd(name: str, as_json: bool) -> None:
         print_json({**concept.to_json(), "images": [i.to_json() for i in images],
                     "runs": [r.to_json() for r in runs], "vectors": vectors})
         return
-    click.echo(f"{concept.name}" + (f" ({concept.display_name})" if concept.display_name else ""))
+    click.echo(f"{concept.name}" + (f" ({terminal_text(concept.display_name)})" if concept.display_name else ""))
     click.echo(f"  status:   {concept.status}")
     if concept.problem:
         click.echo(f"  problem:  {concept.problem}; retrain it with `yoc train {concept.name}`")
-    click.echo(f"  about:    {concept.about or '-'}")
+    about = [terminal_text(line) for line in (concept.about or "-").splitlines()] or ["-"]
+    click.echo(f"  about:    {about[0]}")
+    for line in about[1:]:
+        click.echo(f"            {line}")
     click.echo(f"  backbone: {concept.backbone or '-'}")
     click.echo(f"  created:  {concept.created}")
     if concept.metrics:
@@ -123,11 +145,20 @@ def rename_cmd(old: str, new: str) -> None:
 @concepts.command("export")
 @click.argument("name")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle file or folder (default: ./NAME.yoc.zip).")
+@click.option("--force", "-f", is_flag=True, help="Overwrite the bundle file if it exists.")
 @json_option
-def export_cmd(name: str, out: Path | None, as_json: bool) -> None:
-    """Write a concept (vectors, metadata, photos) to one bundle file."""
+def export_cmd(name: str, out: Path | None, force: bool, as_json: bool) -> None:
+    """Write a concept (vectors, metadata, photos) to one bundle file.
+
+    An existing file is overwritten only after a yes on a terminal, or with --force."""
     with Library.open() as lib:
-        path = export_bundle(lib, name, out)
+        concept = lib.require_concept(name)
+        target = bundle_target(concept.name, out)
+        if target.exists() and not force:
+            if not stdin_is_tty():
+                raise UserInputError(f"{target} already exists; pass --force to overwrite it")
+            click.confirm(f"{target} already exists. Overwrite it?", abort=True, err=True)
+        path = export_bundle(lib, concept.name, target)
     if as_json:
         print_json({"name": name, "bundle": str(path), "size": path.stat().st_size})
     else:

@@ -58,6 +58,12 @@ def info(message: str, *, quiet: bool = False) -> None:
         click.echo(message, err=True)
 
 
+def terminal_text(text: str) -> str:
+    """`text` safe for a terminal: control characters (escape sequences, carriage
+    returns) shown as \\x.. escapes, so a string from a file cannot drive the terminal."""
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
+
+
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
     """A plain aligned table on stdout (no colour: safe to pipe)."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]

@@ -41,7 +41,7 @@ def open_backbone(precision: str = "auto", *, quiet: bool = False) -> Backbone:
     source, is_noise = default_backbone()
     if is_noise:
         warn(NOISE_WARNING)
-    device = settings.device()
+    device = settings.checked_device()
     chosen = resolve_precision(precision, device)
     with status(f"Loading backbone {source} ({chosen})…", quiet=quiet):
         bb = Backbone.load(source, precision=chosen, device=device)

@@ -260,7 +260,8 @@ def download(repo_id: str, revision: str | None = None) -> Path:
 @click.argument("model", required=False)
 @click.option("--clip", is_flag=True, help="Also download the default CLIP weights (used for retrieval).")
 @click.option("--revision", help="A branch, tag or commit of MODEL.")
-def pull(model: str | None, clip: bool, revision: str | None) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
+def pull(model: str | None, clip: bool, revision: str | None, quiet: bool) -> None:
     """Download MODEL (default: the Anole backbone) into the Hugging Face cache.
 
     The only yoc command that uses the network. Respects HF_HOME and HF_HUB_OFFLINE."""
@@ -269,9 +270,14 @@ def pull(model: str | None, clip: bool, revision: str | None) -> None:
     targets = [(model or ANOLE_ID, revision)]
     if clip:
         targets.append((_clip_repo(), None))
+    if quiet:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
     for repo_id, rev in targets:
-        click.echo(f"Downloading {repo_id} into the Hugging Face cache…", err=True)
+        if not quiet:
+            click.echo(f"Downloading {repo_id} into the Hugging Face cache…", err=True)
         path = download(repo_id, rev)
         click.echo(str(path))
-    if model is None or model == ANOLE_ID:
+    if (model is None or model == ANOLE_ID) and not quiet:
         click.echo(f"Use it with: YOC_BACKBONE={ANOLE_ID} yoc doctor", err=True)

@@ -92,15 +92,20 @@ def default_bundle_path(name: str, folder: Path | None = None) -> Path:
     return (folder or Path.cwd()) / f"{name}{SUFFIX}"
 
 
+def bundle_target(name: str, out: str | os.PathLike[str] | None = None) -> Path:
+    """The file `export_bundle(lib, name, out)` writes: `out`, or `<name>.yoc.zip` in the
+    folder `out` (default: the current folder)."""
+    target = Path(out) if out is not None else default_bundle_path(name)
+    return default_bundle_path(name, target) if target.is_dir() else target
+
+
 def export_bundle(lib: Library, name: str, out: str | os.PathLike[str] | None = None) -> Path:
     """Write the concept to one bundle file (atomically) and return its path.
 
     `out` may be a file or an existing folder (the file is then `<name>.yoc.zip` in it).
     """
     concept = lib.require_concept(name)
-    target = Path(out) if out is not None else default_bundle_path(concept.name)
-    if target.is_dir():
-        target = default_bundle_path(concept.name, target)
+    target = bundle_target(concept.name, out)
     members: dict[str, bytes] = {}
     images = []
     for rec in lib.concept_images(concept.name):

@@ -79,10 +79,10 @@ def load_job_backbone(precision: str = "auto") -> tuple[Backbone, list[str]]:
     from yoc_assistant import Backbone
     from yoc_assistant.backbone.loading import pick_device
     from yoc_assistant.backbone.resolve import default_backbone
-    from yoc_assistant.settings import device as device_setting
+    from yoc_assistant.settings import checked_device
 
     source, is_noise = default_backbone()
-    device = pick_device(_process_device(device_setting()))
+    device = pick_device(_process_device(checked_device()))
     chosen = choose_precision(precision, device, weight_bytes_bf16=_bf16_bytes(source))
     notes = []
     if is_noise:
