@@ -22,6 +22,30 @@ log = logging.getLogger(__name__)
 READY = "ready"
 
 
+def ready_concept(library: Any, name: str) -> Any:
+    """The library row of concept `name`, refused unless it exists and is trained."""
+    if library is None:
+        raise NotFoundError(f"unknown concept <{name}>: no concept library is open")
+    row = library.get_concept(name)
+    if row is None:
+        known = ", ".join(f"<{c.name}>" for c in library.list_concepts()) or "none yet"
+        raise NotFoundError(f"unknown concept <{name}>; known concepts: {known} "
+                            f"(add one with `yoc add-concept PHOTOS --name NAME`)")
+    if row.status != READY or not row.vectors_path:
+        raise UserInputError(f"concept <{row.name}> is not trained yet (status: {row.status}); "
+                             f"train it with `yoc train {row.name}`")
+    return row
+
+
+def check_mentions(library: Any, text: str) -> list[str]:
+    """Refuse a request whose `<name>`s are unknown or untrained, before any backbone is
+    loaded (the library alone knows); returns the mentioned names."""
+    names = mentioned_names(text)
+    for name in names:
+        ready_concept(library, name)
+    return names
+
+
 class Assistant:
     """`respond(request)` answers one request. `library` is a library.Library (or None:
     no concepts can be mentioned); `plugins` defaults to a PluginManager loading entry points."""
@@ -58,17 +82,7 @@ class Assistant:
         return ConceptSet(self.backbone, vectors)
 
     def _ready_row(self, name: str) -> Any:
-        if self.library is None:
-            raise NotFoundError(f"unknown concept <{name}>: no concept library is open")
-        row = self.library.get_concept(name)
-        if row is None:
-            known = ", ".join(f"<{c.name}>" for c in self.library.list_concepts()) or "none yet"
-            raise NotFoundError(f"unknown concept <{name}>; known concepts: {known} "
-                                f"(add one with `yoc add-concept PHOTOS --name NAME`)")
-        if row.status != READY or not row.vectors_path:
-            raise UserInputError(f"concept <{row.name}> is not trained yet (status: {row.status}); "
-                                 f"train it with `yoc train {row.name}`")
-        return row
+        return ready_concept(self.library, name)
 
     # -- answering -----------------------------------------------------------------
     def route(self, request: Request) -> tuple[RouteDecision, Any]:

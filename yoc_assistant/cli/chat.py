@@ -18,14 +18,21 @@ def _load_images(paths: tuple[Path, ...]) -> list[Any]:
     return [normalize_file(Path(p)).image for p in paths]
 
 
-def _assistant(precision: str, quiet: bool) -> Any:
+def _assistant(precision: str, quiet: bool, text: str, mode: str | None) -> Any:
+    """The assistant for one request. The request's concepts and --mode are checked
+    first: the library and the plugins know them, the backbone (and torch) is not needed."""
     from yoc_assistant.assistant import Assistant, PluginManager
+    from yoc_assistant.assistant.assistant import check_mentions
 
-    backbone = open_backbone(precision, quiet=quiet)
     plugins = PluginManager()
     for failure in plugins.failures:
         warn(f"plugin {failure.name} skipped: {failure.reason}")
-    return Assistant(backbone, open_library(), plugins)
+    if mode is not None:
+        plugins.modality(mode)
+    library = open_library()
+    check_mentions(library, text)
+    backbone = open_backbone(precision, quiet=quiet)
+    return Assistant(backbone, library, plugins)
 
 
 def _response_json(response: Any) -> dict[str, Any]:
@@ -66,7 +73,7 @@ def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, se
 
     request = Request(text=text, images=_load_images(images), mode=mode, seed=seed,
                       max_tokens=max_tokens, out=out)
-    assistant = _assistant(precision, quiet or as_json)
+    assistant = _assistant(precision, quiet or as_json, text, mode)
     streamed: list[str] = []
 
     def on_route(decision: Any) -> None:
@@ -121,7 +128,7 @@ def draw(text: str, out: Path | None, seed: int | None, n: int, cfg: float | Non
     """Draw TEXT (mention concepts as <name>) to PNG files and print their paths."""
     from yoc_assistant.assistant import Request
 
-    assistant = _assistant(precision, quiet or as_json)
+    assistant = _assistant(precision, quiet or as_json, text, "image")
     routed = None
     if explain:
         routed, _ = assistant.route(Request(text=text))

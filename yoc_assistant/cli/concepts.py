@@ -187,7 +187,7 @@ def import_cmd(file: Path, new_name: str | None, force: bool, as_json: bool, qui
     """Add a concept from a bundle file (checked fully before anything is written)."""
     with Library.open() as lib:
         concept = import_bundle(lib, file, name=new_name, force=force,
-                                expected_fingerprint=configured_fingerprint())
+                                expected_fingerprint=configured_fingerprint)
     if as_json:
         print_json(concept.to_json())
         return

@@ -134,12 +134,14 @@ def eval_cmd(name: str, test_dir: Path | None, negatives_dir: Path | None, qa_fi
     """Measure a trained concept: recognition accuracy (positive, negative, weighted),
     CLIP-I of generated pictures, face similarity (when insightface is installed) and
     multiple-choice QA accuracy."""
+    from yoc_assistant.assistant.assistant import ready_concept
+
+    lib = open_library()
+    ready_concept(lib, name)  # unknown or untrained: said before torch loads
     from yoc_assistant.personalize import evaluate as E
     from yoc_assistant.personalize import retrieval
 
     qa_items = E.load_qa(qa_file) if qa_file is not None else []  # bad file: fail before loading
-    lib = open_library()
-    lib.require_concept(name)
     notes: list[str] = []
     positives, negatives, real = _test_sets(lib, name, test_dir, negatives_dir, seed, notes, quiet or as_json)
     bb = open_backbone(precision, quiet=quiet or as_json)

@@ -35,6 +35,9 @@ def resolve_precision(precision: str, device: str) -> str:
 def open_backbone(precision: str = "auto", *, quiet: bool = False) -> Backbone:
     """The backbone from YOC_BACKBONE / the default, on YOC_DEVICE; warns if it is noise."""
     from yoc_assistant import settings
+
+    settings.backbone_source()  # a bad YOC_BACKBONE / YOC_DEVICE is said before torch loads
+    settings.device()
     from yoc_assistant.backbone import Backbone
     from yoc_assistant.backbone.resolve import default_backbone
 

@@ -11,11 +11,14 @@ PRECISIONS = ("auto", "int8", "nf4", "bf16", "fp32")
 
 @click.command("train")
 @click.argument("name")
-@click.option("--epochs", type=int, help="Passes over the training examples (default 15).")
-@click.option("--steps", type=int, help="Stop after this many optimizer steps (overrides epochs).")
-@click.option("--lr", type=float, help="AdamW learning rate (default 1e-4).")
-@click.option("--batch-size", type=int, help="Examples per step (default 4).")
-@click.option("--grad-accum", type=int, help="Micro-batches per optimizer step (default 1).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training examples (default 15).")
+@click.option("--steps", type=click.IntRange(min=1),
+              help="Stop after this many optimizer steps (overrides epochs).")
+@click.option("--lr", type=click.FloatRange(min=0, max=1, min_open=True),
+              help="AdamW learning rate (default 1e-4).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Examples per step (default 4).")
+@click.option("--grad-accum", type=click.IntRange(min=1),
+              help="Micro-batches per optimizer step (default 1).")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
               help="Recompute activations in the backward pass: less memory, ~35% slower.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
@@ -32,11 +35,18 @@ def train(name: str, epochs: int | None, steps: int | None, lr: float | None, ba
           grad_accum: int | None, gradient_checkpointing: bool | None, precision: str, resume: bool,
           seed: int | None, blank_init: bool, no_mirror: bool, as_json: bool, quiet: bool) -> None:
     """Train (or retrain) concept NAME. Ctrl-C stops after the current step; --resume continues."""
+    from yoc_assistant.errors import UserInputError
     from yoc_assistant.library import Library
-    from yoc_assistant.personalize.train import train_from_cli
 
     lib = Library.open()
     try:
+        # What the library knows is checked before torch and the backbone load.
+        concept = lib.require_concept(name)
+        if concept.photos == 0:
+            raise UserInputError(f"{concept.name!r} has no photos to train on; add some with "
+                                 f"`yoc add-concept PHOTOS --name {concept.name}`")
+        from yoc_assistant.personalize.train import train_from_cli
+
         outcome = train_from_cli(
             lib, name, resume=resume, quiet=quiet or as_json, epochs=epochs, steps=steps, lr=lr,
             batch_size=batch_size, grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,

@@ -20,6 +20,7 @@ import re
 import stat
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -345,17 +346,23 @@ def check_compatible(contents: BundleContents, label: str, expected_fingerprint:
 
 
 def import_bundle(lib: Library, file: str | os.PathLike[str], *, name: str | None = None, force: bool = False,
-                  expected_fingerprint: str | None = None) -> Concept:
-    """Validate a bundle and add its concept to the library; returns the new concept."""
+                  expected_fingerprint: str | Callable[[], str | None] | None = None) -> Concept:
+    """Validate a bundle and add its concept to the library; returns the new concept.
+
+    `expected_fingerprint` may be a function: it is called only once the name is known
+    to be free and the vectors need comparing (knowing it can mean importing torch)."""
     label = str(file)
     contents = read_bundle(file)
-    check_compatible(contents, label, expected_fingerprint, force)
     target = name or contents.concept["name"]
     try:
         check_name(target)
     except UserInputError as err:
         raise BundleError(f"{label}: {err}; import it under another name with --name NEW") from None
     _refuse_clash(lib, target)
+    if callable(expected_fingerprint):
+        needed = contents.vectors is not None and not force
+        expected_fingerprint = expected_fingerprint() if needed else None
+    check_compatible(contents, label, expected_fingerprint, force)
     photos = _decode_photos(label, contents)
     uid = uuid.uuid4().hex
     vectors_path = None
