@@ -102,5 +102,5 @@ def test_transaction_rolls_back_on_error(yoc_home: Path) -> None:
 
 def test_corrupt_database_is_a_clear_error(yoc_home: Path) -> None:
     paths.db_path().write_bytes(b"this is not a database" * 100)
-    with pytest.raises(dbmod.LibraryError, match="cannot open the library database"):
+    with pytest.raises(dbmod.LibraryError, match="the library database .* is damaged"):
         Library.open()

@@ -8,11 +8,15 @@ Commands stay thin: they parse options, call the parts, print.
 from __future__ import annotations
 
 import importlib
+import sqlite3
 import sys
 
 import click
 
-from yoc_assistant.errors import YocError
+from yoc_assistant.errors import YocError, short
+from yoc_assistant.library.db import damaged, is_damage
+
+MESSAGE_MAX = 2000  # an error quoting a file never floods the terminal
 
 # name -> "module:attribute" (module relative to yoc_assistant.cli)
 COMMANDS: dict[str, str] = {
@@ -87,8 +91,13 @@ def main(argv: list[str] | None = None) -> None:
         err.show()
         sys.exit(err.exit_code)
     except YocError as err:
-        click.secho(f"Error: {err}", fg="red", err=True)
+        click.secho(f"Error: {short(err, MESSAGE_MAX)}", fg="red", err=True)
         sys.exit(err.exit_code)
+    except sqlite3.DatabaseError as err:  # a query outside a transaction on a damaged file
+        if not is_damage(err):
+            raise
+        click.secho(f"Error: {damaged(err)}", fg="red", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)

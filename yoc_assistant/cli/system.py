@@ -135,6 +135,8 @@ def _library_facts() -> dict[str, Any]:
 
         with Library.open(home) as lib:
             concepts = lib.list_concepts()
+            # Leftovers of killed processes: old temp files, folders of removed concepts.
+            facts["collected"] = lib.collect_garbage(leftovers=True)
         facts["concepts"] = len(concepts)
         facts["ready"] = sum(1 for c in concepts if c.status == "ready")
     except Exception as err:  # noqa: BLE001 - doctor reports, never crashes
@@ -192,6 +194,8 @@ def _print_doctor(report: dict[str, Any]) -> None:
         click.echo(f"backbone      NOT FOUND: {bb.get('error')}")
     click.echo(f"library       {lib['path']} ({lib['size_mib']} MiB, "
                f"{lib.get('concepts', '?')} concepts, {lib.get('ready', '?')} ready)")
+    if lib.get("collected"):
+        click.echo(f"              removed {lib['collected']} leftover files of interrupted work")
     for info in report["plugins"]["plugins"]:
         mods = ", ".join(f"{m['name']} ({m['group']}, {m['group_size']})" for m in info["modalities"])
         click.echo(f"plugin        {info['name']}: {mods or 'no modalities'}")
@@ -203,13 +207,47 @@ def _print_doctor(report: dict[str, Any]) -> None:
         click.echo("All good.")
 
 
+def rebuild_library() -> dict[str, Any]:
+    """Rebuild library.db from the files when it is lost or damaged; refuses a healthy one."""
+    from yoc_assistant.library import paths
+    from yoc_assistant.library.core import Library
+    from yoc_assistant.library.upkeep import rebuild
+
+    home = paths.home()
+    try:
+        with Library.open(home):
+            pass
+    except YocError:
+        return rebuild(home).to_json()
+    raise YocError(f"the library database {paths.db_path(home)} is fine: nothing to rebuild")
+
+
+def _print_rebuilt(rebuilt: dict[str, Any]) -> None:
+    names = ", ".join(rebuilt["concepts"]) or "none"
+    n = len(rebuilt["concepts"])
+    click.echo(f"Rebuilt the library from its files: {n} concept{'s' if n != 1 else ''} ({names}), "
+               f"{rebuilt['photos']} photo links, {rebuilt['pool']} pool photos.")
+    if rebuilt["kept_database"]:
+        click.echo(f"The old database is kept as {rebuilt['kept_database']}.")
+    for note in rebuilt["notes"]:
+        click.echo(f"note: {note}")
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def doctor(as_json: bool) -> None:
+@click.option("--rebuild", is_flag=True,
+              help="Rebuild a lost or damaged library.db from the concept folders and photos on disk.")
+def doctor(as_json: bool, rebuild: bool) -> None:
     """Check the installation: Python, torch, CUDA and VRAM, bitsandbytes, backbone, library, plugins.
 
-    Exits with status 1 when it finds a problem."""
+    Also removes what killed processes left behind (old temp files, folders of removed
+    concepts). Exits with status 1 when it finds a problem."""
+    rebuilt = rebuild_library() if rebuild else None
+    if rebuilt is not None and not as_json:
+        _print_rebuilt(rebuilt)
     report = doctor_report()
+    if rebuilt is not None:
+        report["rebuilt"] = rebuilt
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

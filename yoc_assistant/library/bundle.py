@@ -28,7 +28,7 @@ from typing import Any
 import yoc_assistant
 from yoc_assistant.atomic import atomic_path, atomic_write_bytes
 from yoc_assistant.errors import IncompatibleError, NotFoundError, UserInputError
-from yoc_assistant.library import paths, vectorfile
+from yoc_assistant.library import paths, upkeep, vectorfile
 from yoc_assistant.library.core import Library
 from yoc_assistant.library.ingest import ImageRejected, normalize_bytes
 from yoc_assistant.library.models import (
@@ -415,6 +415,12 @@ def _insert(lib: Library, contents: BundleContents, target: str, uid: str, vecto
         "metrics": dumps(c.get("metrics")), "created": stamp, "updated": stamp,
     })
     concept_id = lib.require_concept(target).id
+    _link_photos(lib, contents, concept_id, photos, stamp)
+    upkeep.write_record(lib, concept_id)
+
+
+def _link_photos(lib: Library, contents: BundleContents, concept_id: int,
+                 photos: dict[str, tuple[bytes, int, int]], stamp: str) -> None:
     for item in contents.manifest["images"]:
         sha = item["sha256"]
         png, width, height = photos[sha]

@@ -23,7 +23,7 @@ import sqlite_utils
 
 from yoc_assistant.errors import NotFoundError, UserInputError
 from yoc_assistant.library import db as dbmod
-from yoc_assistant.library import paths, vectorfile
+from yoc_assistant.library import paths, upkeep, vectorfile
 from yoc_assistant.library.ingest import (
     IngestReport,
     ProgressFn,
@@ -65,11 +65,24 @@ class Library(RunsAndCachesMixin):
         self.store = ImageStore(paths.images_dir(home))
 
     @classmethod
-    def open(cls, home: str | os.PathLike[str] | None = None) -> Library:
+    def open(cls, home: str | os.PathLike[str] | None = None, *, allow_lost: bool = False) -> Library:
+        """Open (or create) the library. Refuses a database that has no concepts while concept
+        records lie next to it (deleted or emptied: `yoc doctor --rebuild`), unless `allow_lost`."""
         root = Path(home) if home is not None else paths.home()
         root.mkdir(parents=True, exist_ok=True)
-        lib = cls(root, dbmod.connect(paths.db_path(root)))
-        lib.recover_stale_runs()
+        db_file = paths.db_path(root)
+        fresh = not db_file.exists() or db_file.stat().st_size == 0  # new, deleted or emptied
+        if fresh and not allow_lost:
+            upkeep.check_not_lost(root)  # before connecting: nothing is created then
+        lib = cls(root, dbmod.connect(db_file))
+        try:
+            upkeep.sync_records(lib)
+            lib.recover_stale_runs()
+        except BaseException as err:
+            lib.close()
+            if dbmod.is_damage(err):
+                raise dbmod.damaged(err, f"the library database {paths.db_path(root)}") from err
+            raise
         return lib
 
     def close(self) -> None:
@@ -168,6 +181,8 @@ class Library(RunsAndCachesMixin):
         row = {"uid": fields.pop("uid", None) or uuid.uuid4().hex, "name": name, "status": "new",
                "created": stamp, "updated": stamp, **fields}
         self.db["concepts"].insert(row)
+        upkeep.write_record(self, int(self.db.execute("SELECT id FROM concepts WHERE uid = ?",
+                                                      [row["uid"]]).fetchone()[0]))
 
     def create_concept(
         self,
@@ -228,6 +243,7 @@ class Library(RunsAndCachesMixin):
         values = {k: v for k, v in fields.items() if v is not None}
         values["updated"] = now()
         self.db["concepts"].update(concept_id, values)
+        upkeep.write_record(self, concept_id)  # under the caller's write lock, like the row
 
     def update_concept(self, name: str, *, display_name: str | None = None, about: str | None = None,
                        backbone: str | None = None, backbone_fingerprint: str | None = None) -> Concept:
@@ -279,6 +295,7 @@ class Library(RunsAndCachesMixin):
             checkpoints = [self._abs(r["checkpoint_path"]) for r in self.db.query(
                 "SELECT checkpoint_path FROM training_runs WHERE concept_id = ?", [concept.id])]
             self.db.execute("DELETE FROM concepts WHERE id = ?", [concept.id])
+            upkeep.drop_record(self.home, concept.uid)  # with the row: a leftover folder is garbage
         # Row gone first: a kill from here on leaves only unreferenced files.
         for folder in (paths.concepts_dir(self.home) / concept.uid, paths.runs_dir(self.home) / concept.uid):
             shutil.rmtree(folder, ignore_errors=True)
@@ -368,6 +385,7 @@ class Library(RunsAndCachesMixin):
                     "SELECT ?, sha256, ?, ?, ? FROM images WHERE sha256 = ?",
                     [c.id, role, note, now(), sha])
                 added += cur.rowcount
+            upkeep.write_record(self, c.id)
         return added
 
     def unlink_images(self, concept: str, sha256s: Iterable[str], role: str | None = None) -> None:
@@ -380,6 +398,7 @@ class Library(RunsAndCachesMixin):
                 else:
                     self.db.execute("DELETE FROM concept_images WHERE concept_id = ? AND sha256 = ? AND role = ?",
                                     [c.id, sha, role])
+            upkeep.write_record(self, c.id)
         self.drop_unlinked_images(shas)
 
     def _record(self, row: dict[str, Any], role: str | None) -> ImageRecord:
@@ -418,14 +437,17 @@ class Library(RunsAndCachesMixin):
                 self.store.remove(sha)
         return len(victims)
 
-    def collect_garbage(self) -> int:
-        """Remove store files with no row (left by a killed ingest). Returns how many."""
+    def collect_garbage(self, *, leftovers: bool = False) -> int:
+        """Remove store files with no row (left by a killed ingest); with `leftovers`, also old
+        temp files and folders of removed concepts (`upkeep.collect_leftovers`). Returns how many."""
         removed = self.drop_unlinked_images()
         with self.transaction():
             known = {r["sha256"] for r in self.db.query("SELECT sha256 FROM images")}
             for sha in self.store.all_hashes() - known:
                 self.store.remove(sha)
                 removed += 1
+        if leftovers:
+            removed += upkeep.collect_leftovers(self)
         return removed
 
     # --- pool ------------------------------------------------------------------

@@ -29,8 +29,27 @@ BUSY_TIMEOUT_S = 30.0
 LOCK_RETRY_S = 60.0
 
 
+# A quick_check reads every page: cheap for a library (a few MB), skipped above this size.
+QUICK_CHECK_MAX_BYTES = 64 * 2**20
+REBUILD_HINT = ("restore it from a backup, or rebuild it from the files with `yoc doctor --rebuild` "
+                "(the damaged file is kept)")
+
+
 class LibraryError(YocError):
     """The library database cannot be used (corrupt, locked for too long)."""
+
+
+def is_damage(err: BaseException) -> bool:
+    """A DatabaseError that means a damaged file (not a lock, not a constraint)."""
+    if not isinstance(err, sqlite3.DatabaseError) or isinstance(err, sqlite3.IntegrityError):
+        return False
+    text = str(err).lower()
+    return type(err) is sqlite3.DatabaseError or "malformed" in text or "not a database" in text \
+        or "corrupt" in text
+
+
+def damaged(err: BaseException, where: str = "the library database") -> LibraryError:
+    return LibraryError(f"{where} is damaged ({err}): {REBUILD_HINT}")
 
 
 def connect(path: Path) -> sqlite_utils.Database:
@@ -43,9 +62,26 @@ def connect(path: Path) -> sqlite_utils.Database:
         _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         db = sqlite_utils.Database(conn, execute_plugins=False)
         migrate(db)
+        _quick_check(conn, path)
+    except LibraryError:
+        raise
     except sqlite3.DatabaseError as err:
+        if is_damage(err):
+            raise damaged(err, f"the library database {path}") from err
         raise LibraryError(f"cannot open the library database {path}: {err}") from err
     return db
+
+
+def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    except OSError:
+        return
+    if size > QUICK_CHECK_MAX_BYTES:
+        return
+    rows = [r[0] for r in conn.execute("PRAGMA quick_check(3)").fetchall()]
+    if rows != ["ok"]:
+        raise damaged("; ".join(str(r) for r in rows)[:300], f"the library database {path}")
 
 
 def _is_lock_error(err: sqlite3.OperationalError) -> bool:
@@ -78,16 +114,25 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
     _retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
     try:
         yield db
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+    except BaseException as err:
+        _rollback(conn)
+        if is_damage(err):
+            raise damaged(err) from err
         raise
     try:
         _retry_locked(lambda: conn.execute("COMMIT"))
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+    except BaseException as err:
+        _rollback(conn)
+        if is_damage(err):
+            raise damaged(err) from err
         raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # The error being raised matters more than one from ROLLBACK (a damaged file may refuse both).
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 # --- migrations ---------------------------------------------------------------
