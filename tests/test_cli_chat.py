@@ -99,7 +99,7 @@ def test_draw_writes_repeatable_pngs(tiny: Path, tmp_path: Path) -> None:
 def test_draw_default_folder_and_noise_warning(monkeypatch: pytest.MonkeyPatch, yoc_home: Path) -> None:
     monkeypatch.delenv("YOC_BACKBONE", raising=False)
     # As on an install without the shipped toy model: the tiny random backbone is the default.
-    monkeypatch.setattr("yoc_assistant.backbone.resolve.TOY_WEIGHTS", Path("/nonexistent/yoc-toy"))
+    monkeypatch.setattr("yoc_assistant.app.backbones.TOY_WEIGHTS", Path("/nonexistent/yoc-toy"))
     monkeypatch.setenv("YOC_DEVICE", "cpu")
     result = run("draw", "a cat", "--seed", "1", "--quiet")
     assert result.exit_code == 0, result.output

@@ -83,10 +83,11 @@ def test_heic_and_avif_photos_are_read_upright_without_their_metadata(tmp_path: 
 
 def test_ctrl_c_while_checking_photos_says_nothing_was_added(tmp_path: Path) -> None:
     photos(tmp_path / "bo", 5)
-    child = pexpect.spawn(sys.executable, ["-m", "yoc_assistant", "add-concept", str(tmp_path / "bo"),
+    # slowed_yoc.py: yoc with a 2 s pause after each stored photo (see test_kill.py).
+    slowed = str(Path(__file__).parent / "slowed_yoc.py")
+    child = pexpect.spawn(sys.executable, [slowed, "2", "add-concept", str(tmp_path / "bo"),
                                            "--name", "bo", "--no-train"],
-                          env={**os.environ, "YOC_TEST_SLOW_INGEST": "2"},
-                          encoding="utf-8", timeout=60)
+                          env=dict(os.environ), encoding="utf-8", timeout=60)
     child.expect("Checking photos")  # the bar is up: 5 photos at 2 s each
     child.kill(signal.SIGINT)
     child.expect(pexpect.EOF)

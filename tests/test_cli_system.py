@@ -61,7 +61,7 @@ def test_doctor_text_and_problems(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 def test_doctor_notes_the_noise_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("YOC_BACKBONE", raising=False)
     # As on an install without the shipped toy model: the tiny random backbone is the default.
-    monkeypatch.setattr("yoc_assistant.backbone.resolve.TOY_WEIGHTS", Path("/nonexistent/yoc-toy"))
+    monkeypatch.setattr("yoc_assistant.app.backbones.TOY_WEIGHTS", Path("/nonexistent/yoc-toy"))
     report = json.loads(invoke("doctor", "--json").stdout)
     assert report["backbone"]["noise"] is True and report["backbone"]["found"] is True
     assert any("noise" in note for note in report["notes"])
@@ -82,7 +82,7 @@ def test_pull_offline_is_a_clear_error(args, named, capsys, monkeypatch) -> None
 def test_small_cpu_backbones_run_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from yoc_assistant import settings
+    from yoc_assistant.app.backbones import tune_cpu_threads
     from yoc_assistant.backbone import Backbone
     from yoc_assistant.toyworld.common import BACKBONE_DIR
 
@@ -91,13 +91,13 @@ def test_small_cpu_backbones_run_on_one_thread(monkeypatch: pytest.MonkeyPatch) 
     try:
         monkeypatch.delenv("YOC_THREADS", raising=False)
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
-        assert settings.tune_cpu_threads(bb) is None  # the user's own choice stands
+        assert tune_cpu_threads(bb) is None  # the user's own choice stands
         monkeypatch.delenv("OMP_NUM_THREADS")
-        assert settings.tune_cpu_threads(bb) == 1 and torch.get_num_threads() == 1
+        assert tune_cpu_threads(bb) == 1 and torch.get_num_threads() == 1
         monkeypatch.setenv("YOC_THREADS", "2")
-        assert settings.tune_cpu_threads(bb) == 2
+        assert tune_cpu_threads(bb) == 2
         monkeypatch.setenv("YOC_THREADS", "many")
         with pytest.raises(UserInputError, match="YOC_THREADS must be a whole number"):
-            settings.tune_cpu_threads(bb)
+            tune_cpu_threads(bb)
     finally:
         torch.set_num_threads(before)

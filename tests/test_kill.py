@@ -20,9 +20,12 @@ N_PHOTOS = 6
 SLOW_S = "0.05"  # per photo: widens the window in which a kill lands mid-ingest
 
 
+SLOWED_YOC = Path(__file__).parent / "slowed_yoc.py"
+
+
 def _start(home: Path, folder: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "YOC_HOME": str(home), "YOC_TEST_SLOW_INGEST": SLOW_S}
-    return subprocess.Popen([sys.executable, "-m", "yoc_assistant", "add-concept", str(folder), "--name", "x",
+    env = {**os.environ, "YOC_HOME": str(home)}
+    return subprocess.Popen([sys.executable, str(SLOWED_YOC), SLOW_S, "add-concept", str(folder), "--name", "x",
                              "--no-train", "--quiet"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from yoc_assistant.backbone import resolve
+from yoc_assistant.app import backbones as resolve
 from yoc_assistant.backbone.loading import load_backbone
 from yoc_assistant.backbone.tiny import write_tiny_checkpoint
 

@@ -36,7 +36,7 @@ def add(lib: Library, tmp: Path, name: str, n: int, start: int = 0, about: str |
 
 
 def test_job_trains_saves_and_reloads(lib: Library, bb: Backbone, tmp_path: Path) -> None:
-    from yoc_assistant.personalize.train import train_concept_job
+    from yoc_assistant.app.training import train_concept_job
 
     add(lib, tmp_path, "bo", 3)
     events: list[TrainEvent] = []
@@ -63,7 +63,7 @@ def test_job_trains_saves_and_reloads(lib: Library, bb: Backbone, tmp_path: Path
 
 def test_pool_held_out_photo_and_best_checkpoint(lib: Library, byte_bb: Backbone, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from yoc_assistant.personalize.train import train_concept_job
+    from yoc_assistant.app.training import train_concept_job
 
     # No CLIP on this machine (not even the shipped toy one): recognition alone must pick.
     monkeypatch.setenv("YOC_CLIP_MODEL", "ViT-B-32")
@@ -80,7 +80,7 @@ def test_pool_held_out_photo_and_best_checkpoint(lib: Library, byte_bb: Backbone
 
 
 def test_cancel_then_resume(lib: Library, bb: Backbone, tmp_path: Path) -> None:
-    from yoc_assistant.personalize.train import train_concept_job
+    from yoc_assistant.app.training import train_concept_job
 
     add(lib, tmp_path, "bo", 3)
     cancel = threading.Event()
@@ -102,7 +102,7 @@ def test_cancel_then_resume(lib: Library, bb: Backbone, tmp_path: Path) -> None:
 
 
 def test_no_photos_fails_clearly_and_marks_the_concept(lib: Library, bb: Backbone) -> None:
-    from yoc_assistant.personalize.train import train_concept_job
+    from yoc_assistant.app.training import train_concept_job
 
     lib.create_concept("empty")
     with pytest.raises(UserInputError, match="no photos"):

@@ -21,7 +21,6 @@ from yoc_assistant.personalize.trainer import (
     TrainConfig,
     TrainEvent,
     checkpoint_paths,
-    choose_precision,
     total_steps,
     train_concept,
 )
@@ -107,13 +106,6 @@ def test_schedule_covers_each_example_once_and_buckets_by_length() -> None:
     two = Schedule(70, batch_size=4, grad_accum=2, world=2, seed=3)
     step0 = two.step_batches(batches, 0, 0) + two.step_batches(batches, 0, 1)
     assert sorted(map(tuple, step0)) == sorted(map(tuple, batches[:4]))
-
-
-def test_choose_precision() -> None:
-    assert choose_precision("auto", "cpu") == "fp32"
-    assert choose_precision("nf4", "cpu") == "nf4"
-    with pytest.raises(UserInputError, match="fp16"):
-        choose_precision("fp16", "cpu")
 
 
 def test_bad_config_and_examples_are_refused(bb: Backbone) -> None:

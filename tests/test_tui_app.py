@@ -128,7 +128,7 @@ async def test_unknown_concept_is_an_error_notification_not_a_crash() -> None:
 @sync
 async def test_the_noise_backbone_is_named_plainly_in_the_status_line(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from yoc_assistant.backbone import resolve
+    from yoc_assistant.app import backbones as resolve
 
     monkeypatch.delenv("YOC_BACKBONE", raising=False)
     # as in an install without the shipped toy model: the tiny random fallback
@@ -209,7 +209,7 @@ async def test_theme_toggles_between_light_and_dark() -> None:
 
 
 def trainer_config(**kwargs: Any) -> Any:
-    from yoc_assistant.personalize.train import TrainConfig
+    from yoc_assistant.app.training import TrainConfig
 
     return TrainConfig(**{"epochs": 1, "max_steps": 3, "batch_size": 2, **kwargs})
 

@@ -1,8 +1,23 @@
-"""Run-time choices read from the environment: which backbone, which device.
+"""The one place that reads the `YOC_*` environment (stdlib only: every part may import it).
 
-`YOC_BACKBONE` names a local HF directory or a hub id in the local HF cache;
-`YOC_DEVICE` is cpu | cuda | auto. `YOC_HOME` (the library's folder) is read by
-`yoc_assistant.library.paths`.
+Each variable has one reader here, which checks its value and says what is wrong with
+a bad one. What to do with the values (which backbone, precision, threads) is the
+application layer's policy (`yoc_assistant.app`), not this module's.
+
+| variable | meaning |
+|---|---|
+| `YOC_HOME` | the library folder (default: the platform's user data folder) |
+| `YOC_PICTURES` | where pictures go by default (default: the user's pictures folder + `/yoc`) |
+| `YOC_BACKBONE` | a local HF directory or a hub id in the local HF cache |
+| `YOC_DEVICE` | cpu, cuda, cuda:N or auto |
+| `YOC_THREADS` | torch CPU threads (default: 1 for a small CPU backbone, else torch's choice) |
+| `YOC_LOAD_PLUGINS` | comma-separated plugin entry-point names to load (empty: none; unset: all) |
+| `YOC_CLIP_MODEL`, `YOC_CLIP_WEIGHTS` | the open_clip model (and weights tag or file) for retrieval |
+| `YOC_FUSED` | 1/0: the fused decode step on/off (default: on CUDA) |
+| `YOC_COMPILE`, `YOC_COMPILE_MODE` | 0 turns torch.compile of the image step off; its mode |
+| `YOC_SEED` | the chat app's sampling seed (repeatable answers) |
+| `YOC_IMAGE_RENDERER` | the chat app's picture renderer: auto, tgp, kitty, sixel, halfcell, unicode |
+| `YOC_TOY_WORK`, `YOC_TOY_THREADS` | the toy-world training scripts' work folder and threads |
 """
 
 from __future__ import annotations
@@ -10,17 +25,41 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from yoc_assistant.errors import UserInputError
 
-if TYPE_CHECKING:
-    from yoc_assistant.backbone import Backbone
-
 # The real model yoc is built for. Never downloaded except by `yoc pull`.
 ANOLE_ID = "leloy/Anole-7b-v0.1-hf"
+PLUGINS_VARIABLE = "YOC_LOAD_PLUGINS"
 
 
+def _text(name: str) -> str | None:
+    """The variable's value, or None when unset or empty."""
+    return os.environ.get(name) or None
+
+
+def _whole_number(name: str, minimum: int) -> int | None:
+    raw = _text(name)
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if not raw.lstrip("-").isdigit() or int(raw) < minimum:
+        raise UserInputError(f"{name} must be a whole number >= {minimum}, not {raw!r}")
+    return int(raw)
+
+
+# -- library -------------------------------------------------------------------------------
+def home_override() -> Path | None:
+    value = _text("YOC_HOME")
+    return Path(value).expanduser() if value else None
+
+
+def pictures_override() -> Path | None:
+    value = _text("YOC_PICTURES")
+    return Path(value).expanduser() if value else None
+
+
+# -- backbone ------------------------------------------------------------------------------
 # A Hugging Face model id: owner/name (the loader looks it up in the local cache).
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -55,39 +94,66 @@ def device() -> str:
     return value
 
 
-def checked_device() -> str:
-    """`device()`, refusing cuda on a machine without a CUDA GPU (this imports torch)."""
-    value = device()
-    if value.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserInputError(f"YOC_DEVICE={value} but this machine has no usable CUDA GPU: "
-                                 "set YOC_DEVICE=cpu (or auto), or unset it")
-    return value
+def threads() -> int | None:
+    """YOC_THREADS, checked: None when unset."""
+    return _whole_number("YOC_THREADS", 1)
 
 
-# Below this many parameters a CPU backbone runs on one thread unless the user says
-# otherwise (OMP_NUM_THREADS or YOC_THREADS). Its matrices are too small to split: with
-# a second thread on a 2-core machine whose other core was busy, `yoc demo`'s training
-# on the toy backbone took 1.3 s a step instead of 0.055 s, the threads waiting for
-# each other.
-SMALL_MODEL_PARAMS = 50_000_000
+def omp_threads_set() -> bool:
+    """The user fixed OpenMP's thread count themselves (their choice stands)."""
+    return bool(os.environ.get("OMP_NUM_THREADS"))
 
 
-def tune_cpu_threads(backbone: Backbone) -> int | None:
-    """Set torch's thread count for a small CPU backbone; returns the count set, if any."""
-    import torch
+def fused_step() -> bool | None:
+    """YOC_FUSED: True (1), False (0), or None (unset: the default for the device)."""
+    value = (os.environ.get("YOC_FUSED") or "").strip()
+    return {"1": True, "0": False}.get(value)
 
-    wanted = os.environ.get("YOC_THREADS")
-    if wanted:
-        if not wanted.isdigit() or int(wanted) < 1:
-            raise UserInputError(f"YOC_THREADS must be a whole number >= 1, not {wanted!r}")
-        torch.set_num_threads(int(wanted))
-        return torch.get_num_threads()
-    if os.environ.get("OMP_NUM_THREADS") or backbone.device.type != "cpu":
+
+def compile_image_step() -> bool:
+    return os.environ.get("YOC_COMPILE", "1") != "0"
+
+
+def compile_mode() -> str:
+    return _text("YOC_COMPILE_MODE") or "reduce-overhead"
+
+
+# -- plugins, retrieval --------------------------------------------------------------------
+def selected_plugins() -> set[str] | None:
+    """Entry-point names chosen by YOC_LOAD_PLUGINS; None means all."""
+    raw = os.environ.get(PLUGINS_VARIABLE)
+    if raw is None:
         return None
-    if sum(p.numel() for p in backbone.model.parameters()) >= SMALL_MODEL_PARAMS:
-        return None
-    torch.set_num_threads(1)
-    return 1
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def plugin_selection_text() -> str | None:
+    """YOC_LOAD_PLUGINS as written (for `yoc plugins`), None when unset."""
+    return os.environ.get(PLUGINS_VARIABLE)
+
+
+def clip_model() -> str | None:
+    return _text("YOC_CLIP_MODEL")
+
+
+def clip_weights() -> str | None:
+    return _text("YOC_CLIP_WEIGHTS")
+
+
+# -- chat app ------------------------------------------------------------------------------
+def chat_seed() -> int | None:
+    return _whole_number("YOC_SEED", 0)
+
+
+def image_renderer() -> str:
+    return (_text("YOC_IMAGE_RENDERER") or "auto").lower()
+
+
+# -- toy world -----------------------------------------------------------------------------
+def toy_work_dir() -> Path | None:
+    value = _text("YOC_TOY_WORK")
+    return Path(value) if value else None
+
+
+def toy_threads() -> int:
+    return _whole_number("YOC_TOY_THREADS", 1) or 1

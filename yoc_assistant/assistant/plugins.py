@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
+from yoc_assistant import settings
 from yoc_assistant.assistant import hookspecs
 from yoc_assistant.assistant.modality import Modality, validation_problem
 from yoc_assistant.errors import UserInputError
@@ -24,7 +24,7 @@ from yoc_assistant.errors import UserInputError
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "yoc"
-SELECT_ENV = "YOC_LOAD_PLUGINS"
+SELECT_ENV = settings.PLUGINS_VARIABLE
 
 
 @dataclass
@@ -39,14 +39,6 @@ class PluginInfo:
     distribution: str | None = None
     version: str | None = None
     modalities: list[Modality] = field(default_factory=list)
-
-
-def selected_names() -> set[str] | None:
-    """Entry-point names chosen by YOC_LOAD_PLUGINS; None means all."""
-    raw = os.environ.get(SELECT_ENV)
-    if raw is None:
-        return None
-    return {part.strip() for part in raw.split(",") if part.strip()}
 
 
 class PluginManager:
@@ -65,7 +57,7 @@ class PluginManager:
     # -- loading -----------------------------------------------------------------
     def load_entry_points(self) -> int:
         """Import and register every selected entry point of the `yoc` group."""
-        wanted = selected_names()
+        wanted = settings.selected_plugins()
         seen: set[str] = set()
         count = 0
         for dist in importlib.metadata.distributions():

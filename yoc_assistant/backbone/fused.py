@@ -18,12 +18,13 @@ quantized backbones (int8, nf4) keep the HF path.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+
+from yoc_assistant import settings
 
 if TYPE_CHECKING:
     from yoc_assistant.backbone.core import Backbone
@@ -76,10 +77,10 @@ def _plain_linear(lin: Any, device: torch.device) -> bool:
 
 def fused_wanted(bb: Backbone) -> bool:
     """Fused step on CUDA by default; YOC_FUSED=1 turns it on elsewhere, YOC_FUSED=0 off."""
-    env = os.environ.get("YOC_FUSED", "").strip()
-    if env == "0":
+    wanted = settings.fused_step()
+    if wanted is False:
         return False
-    on = env == "1" or torch.device(bb.device).type == "cuda"
+    on = wanted is True or torch.device(bb.device).type == "cuda"
     return on and fusable(bb)
 
 

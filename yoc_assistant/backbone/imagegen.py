@@ -18,13 +18,13 @@ q/k/v, one for gate/up; the default on CUDA, YOC_FUSED=1 elsewhere).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from yoc_assistant import settings
 from yoc_assistant.backbone import fused as fusing
 from yoc_assistant.backbone import network
 from yoc_assistant.backbone.sampling import filter_logits, select
@@ -43,7 +43,7 @@ _COMPILABLE = {"bf16", "fp16", "fp32"}
 
 def compile_wanted(bb: Backbone) -> bool:
     """Compile the step on CUDA for unquantized weights, unless YOC_COMPILE=0."""
-    if os.environ.get("YOC_COMPILE", "1") == "0":
+    if not settings.compile_image_step():
         return False
     return torch.device(bb.device).type == "cuda" and getattr(bb, "precision", "bf16") in _COMPILABLE
 
@@ -104,7 +104,7 @@ class ImageEngine:
                 fusing.mark_static(self.fused_layers)
             config = torch._dynamo.config
             config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
-            mode = os.environ.get("YOC_COMPILE_MODE", "reduce-overhead")  # or max-autotune
+            mode = settings.compile_mode()  # reduce-overhead, or max-autotune
             self.step_fn = torch.compile(self._step, mode=mode, dynamic=False)
 
     # -- pieces of the step ---------------------------------------------------------

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -19,8 +16,6 @@ from yoc_assistant.cli.output import (
 )
 from yoc_assistant.library import Library
 from yoc_assistant.library.concepts import NoUsablePhotosError, add_concept_from_paths
-
-TRAIN_MODULE = "yoc_assistant.personalize.train"
 
 
 @click.command("add-concept")
@@ -69,7 +64,11 @@ def _add(lib: Library, paths: tuple[Path, ...], name: str, about: str | None, di
     if not as_json:
         click.echo(f"Added {concept.name!r}: {concept.photos} photo{'s' if concept.photos != 1 else ''} "
                    f"({len(report.accepted)} new).")
-    outcome = None if no_train else _train(lib, concept.name, quiet=quiet or as_json)
+    outcome = None
+    if not no_train:
+        from yoc_assistant.cli.train import train_with_progress
+
+        outcome = train_with_progress(lib, concept.name, quiet=quiet or as_json)
     concept = lib.require_concept(concept.name)
     if as_json:
         print_json({"concept": concept.to_json(), "report": report.to_json(),
@@ -83,11 +82,3 @@ def _add(lib: Library, paths: tuple[Path, ...], name: str, about: str | None, di
     if concept.status != "ready":
         info(f"Train it with: yoc train {concept.name}", quiet=quiet)
 
-
-def _train(lib: Library, name: str, *, quiet: bool) -> Any:
-    """Train with the personalize part; None when it is not installed."""
-    if importlib.util.find_spec(TRAIN_MODULE) is None:
-        info("Training is not available in this version yet; the concept stays 'new'.", quiet=quiet)
-        return None
-    module = importlib.import_module(TRAIN_MODULE)
-    return module.train_from_cli(lib, name, quiet=quiet)

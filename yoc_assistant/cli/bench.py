@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from yoc_assistant.cli.output import json_option, print_json
-from yoc_assistant.cli.runtime import precision_option, resolve_precision, status
+from yoc_assistant.cli.runtime import open_backbone, precision_option, status
 
 
 @click.command()
@@ -28,8 +28,8 @@ from yoc_assistant.cli.runtime import precision_option, resolve_precision, statu
 @click.option("--images", "n_images", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Images drawn together in one batch.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (default: torch's choice; 1 is best for tiny models "
-                   "on a busy machine).")
+              help="CPU threads for torch (default: YOC_THREADS, else 1 for a small CPU "
+                   "backbone, else torch's choice).")
 @click.option("--train", "with_train", is_flag=True, help="Also time soft-prompt training steps.")
 @click.option("--compare/--no-compare", default=True, show_default=True,
               help="Also time the CFG image with the other decode step (fused vs HF modules).")
@@ -39,32 +39,22 @@ def bench(source: str | None, synthetic: str | None, precision: str, device: str
           text_tokens: int, n_images: int, threads: int | None, with_train: bool, compare: bool, quiet: bool,
           as_json: bool) -> None:
     """Measure prefill, image-token and text speed, seconds per image and peak memory."""
-    import torch
-
-    from yoc_assistant import settings
-    from yoc_assistant.backbone import Backbone
+    from yoc_assistant.app.backbones import auto_precision, tune_cpu_threads
     from yoc_assistant.backbone.bench import run_bench
 
-    if threads is not None:
-        torch.set_num_threads(threads)
-
-    device = device or settings.device()
-    chosen = resolve_precision(precision, device)
+    purpose = "training" if with_train else "inference"
     if synthetic is not None:
+        from yoc_assistant import settings
         from yoc_assistant.backbone.synthetic import synthetic_backbone
 
+        device = device or settings.device()
+        chosen = auto_precision(precision, device, purpose=purpose)
         with status(f"Building a random {synthetic} ({chosen})…", quiet=quiet):
             bb = synthetic_backbone(synthetic, precision=chosen, device=device)
+        tune_cpu_threads(bb, threads)
     else:
-        if source is None:
-            from yoc_assistant.backbone.resolve import default_backbone
-
-            source, is_noise = default_backbone()
-            if is_noise and not quiet:
-                click.echo("Note: no backbone is configured; timing the tiny random one "
-                           "(set YOC_BACKBONE or pass --backbone).", err=True)
-        with status(f"Loading backbone {source} ({chosen})…", quiet=quiet):
-            bb = Backbone.load(source, precision=chosen, device=device)
+        bb = open_backbone(purpose, precision, quiet=quiet, source=source, device=device,
+                           threads=threads)
 
     def on_step(name: str) -> None:
         if not quiet:

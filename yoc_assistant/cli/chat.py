@@ -31,7 +31,7 @@ def _assistant(precision: str, quiet: bool, text: str, mode: str | None) -> Any:
         plugins.modality(mode)
     library = open_library()
     check_mentions(library, text)
-    backbone = open_backbone(precision, quiet=quiet)
+    backbone = open_backbone("inference", precision, quiet=quiet)
     return Assistant(backbone, library, plugins)
 
 

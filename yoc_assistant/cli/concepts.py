@@ -168,7 +168,7 @@ def export_cmd(name: str, out: Path | None, force: bool, as_json: bool) -> None:
 def configured_fingerprint() -> str | None:
     """The fingerprint of the configured backbone when it can be known without loading it."""
     try:
-        from yoc_assistant.backbone.resolve import configured_fingerprint as probe
+        from yoc_assistant.app.backbones import configured_fingerprint as probe
     except ImportError:
         return None
     try:

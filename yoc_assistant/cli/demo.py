@@ -106,12 +106,13 @@ def _step(title: str, quiet: bool) -> None:
 def demo(steps: int | None, retrain: bool, out: Path | None, seed: int, quiet: bool,
          as_json: bool) -> None:
     """Walk through yoc on the embedded backbone: add, train, ask, draw."""
-    from yoc_assistant.assistant import Assistant, PluginManager, Request
-    from yoc_assistant.backbone.resolve import default_backbone
+    from yoc_assistant.app.backbones import default_backbone
+    from yoc_assistant.app.plugins import load_plugins
+    from yoc_assistant.assistant import Assistant, Request
     from yoc_assistant.cli.runtime import open_backbone, open_library
+    from yoc_assistant.cli.train import train_with_progress
     from yoc_assistant.library.concepts import add_concept_from_paths
     from yoc_assistant.library.ingest import normalize_file
-    from yoc_assistant.personalize.train import train_from_cli
 
     quiet = quiet or as_json
     started = time.monotonic()
@@ -120,11 +121,15 @@ def demo(steps: int | None, retrain: bool, out: Path | None, seed: int, quiet: b
     summary: dict[str, Any] = {"concept": example.name, "noise_backbone": is_noise}
 
     _step("1. Loading the backbone", quiet)
-    bb = open_backbone("auto", quiet=quiet)
+    bb = open_backbone("training", quiet=quiet)
     info(f"backbone: {bb.name} ({bb.precision} on {bb.device})", quiet=quiet)
     if is_noise:
         warn("this backbone is random: the answers and pictures below are noise. They show "
              "that every step runs, not what yoc can do.")
+
+    plugins = load_plugins()
+    for failure in plugins.failures:
+        warn(f"plugin {failure.name} skipped: {failure.reason}")
 
     _step(f"2. Adding <{example.name}> from {len(example.photos)} photos", quiet)
     library = open_library()
@@ -146,12 +151,10 @@ def demo(steps: int | None, retrain: bool, out: Path | None, seed: int, quiet: b
             options["steps"] = steps
         elif is_noise:
             options["steps"] = 20  # noise learns nothing; show the loop, quickly
-        outcome = train_from_cli(library, example.name, quiet=quiet, backbone=bb, **options)
+        outcome = train_with_progress(library, example.name, quiet=quiet, backbone=bb,
+                                      plugins=plugins, **options)
         summary["training"] = outcome.to_json()
 
-    plugins = PluginManager()
-    for failure in plugins.failures:
-        warn(f"plugin {failure.name} skipped: {failure.reason}")
     assistant = Assistant(bb, library, plugins)
 
     answers: list[dict[str, Any]] = []

@@ -144,7 +144,7 @@ def eval_cmd(name: str, test_dir: Path | None, negatives_dir: Path | None, qa_fi
     qa_items = E.load_qa(qa_file) if qa_file is not None else []  # bad file: fail before loading
     notes: list[str] = []
     positives, negatives, real = _test_sets(lib, name, test_dir, negatives_dir, seed, notes, quiet or as_json)
-    bb = open_backbone(precision, quiet=quiet or as_json)
+    bb = open_backbone("inference", precision, quiet=quiet or as_json)
     concepts, name = _load_concept(lib, bb, name)
     clip, clip_note = None, None
     if bb.has_decoder:  # no pictures, no CLIP-I: do not load a CLIP for nothing

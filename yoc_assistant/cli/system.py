@@ -23,12 +23,12 @@ PULL_IGNORE = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.msgpack", "*.h5", "*.onnx"
 
 # -- plugins ---------------------------------------------------------------------------
 def plugins_report() -> dict[str, Any]:
+    from yoc_assistant import settings
     from yoc_assistant.assistant import PluginManager
-    from yoc_assistant.assistant.plugins import SELECT_ENV
 
     pm = PluginManager()
     return {
-        "selection": os.environ.get(SELECT_ENV),
+        "selection": settings.plugin_selection_text(),
         "plugins": [{
             "name": info.name, "distribution": info.distribution, "version": info.version,
             "modalities": [{"name": m.name, "group": m.group, "group_size": m.group_size,
@@ -98,8 +98,8 @@ def _bitsandbytes_facts() -> dict[str, Any]:
 
 def _backbone_facts() -> dict[str, Any]:
     from yoc_assistant import settings
+    from yoc_assistant.app.backbones import default_backbone
     from yoc_assistant.backbone.loading import resolve_source, validate_checkpoint
-    from yoc_assistant.backbone.resolve import default_backbone
 
     facts: dict[str, Any] = {"device": settings.device()}
     try:

@@ -1,12 +1,28 @@
-"""`yoc train NAME`: (re)train a concept's vectors from its photos."""
+"""`yoc train NAME`: (re)train a concept's vectors from its photos.
+
+`train_with_progress` is the terminal's side of the application layer's training job
+(also used by `yoc add-concept` and `yoc demo`): a progress bar on stderr when it is a
+terminal, notes otherwise, and Ctrl-C that cancels cleanly.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from yoc_assistant.cli.output import json_option, print_json, quiet_option
+from yoc_assistant.cli.runtime import precision_option
 
-PRECISIONS = ("auto", "int8", "nf4", "bf16", "fp32")
+if TYPE_CHECKING:
+    from yoc_assistant.app.training import TrainOutcome
+    from yoc_assistant.backbone import Backbone
+    from yoc_assistant.personalize.trainer import EventFn, TrainEvent
 
 
 @click.command("train")
@@ -21,8 +37,7 @@ PRECISIONS = ("auto", "int8", "nf4", "bf16", "fp32")
               help="Micro-batches per optimizer step (default 1).")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
               help="Recompute activations in the backward pass: less memory, ~35% slower.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-              help="Backbone weights while training: auto = bf16 on a GPU with room, else int8; fp32 on a CPU.")
+@precision_option
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of an interrupted run.")
 @click.option("--seed", type=int, help="Random seed (data order, initialization; default 0).")
 @click.option("--blank-init", is_flag=True,
@@ -45,9 +60,7 @@ def train(name: str, epochs: int | None, steps: int | None, lr: float | None, ba
         if concept.photos == 0:
             raise UserInputError(f"{concept.name!r} has no photos to train on; add some with "
                                  f"`yoc add-concept PHOTOS --name {concept.name}`")
-        from yoc_assistant.personalize.train import train_from_cli
-
-        outcome = train_from_cli(
+        outcome = train_with_progress(
             lib, name, resume=resume, quiet=quiet or as_json, epochs=epochs, steps=steps, lr=lr,
             batch_size=batch_size, grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,
             precision=precision, seed=seed, init_from_photos=False if blank_init else None,
@@ -70,3 +83,84 @@ def train(name: str, epochs: int | None, steps: int | None, lr: float | None, ba
             parts.append(f"{key.replace('_', '-')} {metrics[key]:.3f}")
     click.echo(f"Trained {outcome.name!r} ({', '.join(parts)}, {outcome.seconds:.0f} s, "
                f"{outcome.precision}): {outcome.vectors_path}")
+
+
+def train_with_progress(library: Any, name: str, *, resume: bool = False, quiet: bool = False,
+                        backbone: Backbone | None = None, plugins: Any = None,
+                        **options: Any) -> TrainOutcome:
+    """Run the training job with a progress bar on a terminal (stderr), quietly when piped
+    or `quiet`. `options` are `config_from_options`'s (None = default).
+
+    Ctrl-C cancels cleanly: the checkpoint is kept and `--resume` continues."""
+    from yoc_assistant.app.training import config_from_options, train_concept_job
+
+    config = config_from_options(options)
+    cancel = threading.Event()
+
+    def run(on_event: EventFn | None) -> TrainOutcome:
+        return train_concept_job(library, name, backbone=backbone, config=config, resume=resume,
+                                 on_event=on_event, cancel=cancel, plugins=plugins)
+
+    with _ctrl_c_cancels(cancel, quiet):
+        if quiet or not sys.stderr.isatty():
+            return run(_note_printer(quiet))
+        return _with_progress_bar(name, run)
+
+
+def _with_progress_bar(name: str, run: Callable[[EventFn | None], TrainOutcome]) -> TrainOutcome:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"training {name}", total=None, loss="-")
+
+        def on_event(event: TrainEvent) -> None:
+            if event.phase == "note":
+                progress.console.print(f"[yellow]note:[/] {escape(event.note)}")
+            elif event.phase in ("start", "train", "done", "cancelled"):
+                loss = f"{event.loss:.3f}" if event.loss is not None else "-"
+                progress.update(task, total=event.total_steps, completed=event.step, loss=loss)
+            elif event.phase == "eval" and event.metrics:
+                shown = ", ".join(f"{k} {v:.3f}" for k, v in event.metrics.items()
+                                  if isinstance(v, float))
+                progress.console.print(f"step {event.step}: {shown}")
+
+        return run(on_event)
+
+
+@contextlib.contextmanager
+def _ctrl_c_cancels(cancel: threading.Event, quiet: bool) -> Iterator[None]:
+    """First Ctrl-C: stop after the current step with a checkpoint; second: interrupt now."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if cancel.is_set():
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        cancel.set()
+        if not quiet:
+            print("\nStopping after this step (Ctrl-C again to stop now)…", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _note_printer(quiet: bool) -> EventFn | None:
+    if quiet:
+        return None
+
+    def on_event(event: TrainEvent) -> None:
+        if event.phase == "note":
+            print(f"note: {event.note}", file=sys.stderr)
+
+    return on_event

@@ -30,7 +30,6 @@ from yoc_assistant.library.ingest import (
     StoredImage,
     ingest_files,
     normalize_file,
-    slow_hook,
 )
 from yoc_assistant.library.models import (
     BROKEN,
@@ -354,7 +353,6 @@ class Library(RunsAndCachesMixin):
                 "INSERT INTO concept_images (concept_id, sha256, role, note, added) VALUES (?, ?, ?, ?, ?)",
                 [concept.id, image.sha256, role, note, now()])
             report.accepted.append(image)
-            slow_hook()  # tests: lets a kill land inside this transaction
         self._update_fields(concept.id)
 
     def add_images(self, concept: str, paths_: Iterable[str | os.PathLike[str]], role: str = "positive",

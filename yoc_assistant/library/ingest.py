@@ -14,7 +14,6 @@ import hashlib
 import io
 import os
 import stat
-import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -343,13 +342,6 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = T
     return files, missing
 
 
-def slow_hook() -> None:
-    """Tests widen the window for killing a process mid-ingest (YOC_TEST_SLOW_INGEST=seconds)."""
-    delay = os.environ.get("YOC_TEST_SLOW_INGEST")
-    if delay:
-        time.sleep(float(delay))
-
-
 def ingest_files(
     paths: Iterable[str | os.PathLike[str]],
     store: ImageStore,
@@ -385,5 +377,4 @@ def ingest_files(
                 )
         if on_progress is not None:
             on_progress(index + 1, len(files), path)
-        slow_hook()
     return report

@@ -6,10 +6,11 @@ else platformdirs' per-user data folder. Folders are created on first use.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import platformdirs
+
+from yoc_assistant import settings
 
 APP_NAME = "yoc"
 
@@ -21,8 +22,7 @@ def _ensure(path: Path) -> Path:
 
 def home() -> Path:
     """The library's root folder (created if missing)."""
-    override = os.environ.get("YOC_HOME")
-    root = Path(override).expanduser() if override else Path(platformdirs.user_data_dir(APP_NAME))
+    root = settings.home_override() or Path(platformdirs.user_data_dir(APP_NAME))
     return _ensure(root)
 
 
@@ -57,7 +57,7 @@ def backbones_dir(root: Path | None = None) -> Path:
 
 def pictures_dir() -> Path:
     """Where `yoc draw` puts pictures by default (not created here)."""
-    override = os.environ.get("YOC_PICTURES")
-    if override:
-        return Path(override).expanduser()
+    override = settings.pictures_override()
+    if override is not None:
+        return override
     return Path(platformdirs.user_pictures_dir()) / APP_NAME

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from yoc_assistant import settings
 from yoc_assistant.personalize.tensorcache import CacheIndex, TensorCache
 
 if TYPE_CHECKING:
@@ -69,12 +70,12 @@ class ClipSpec:
 
 
 def default_spec() -> ClipSpec:
-    env_model = os.environ.get("YOC_CLIP_MODEL")
+    env_model = settings.clip_model()
     if env_model:
-        return ClipSpec(env_model, os.environ.get("YOC_CLIP_WEIGHTS") or None)
+        return ClipSpec(env_model, settings.clip_weights())
     if (TOY_CLIP_DIR / "open_clip_config.json").is_file():
         return ClipSpec(str(TOY_CLIP_DIR), None)
-    return ClipSpec(DEFAULT_MODEL, os.environ.get("YOC_CLIP_WEIGHTS") or DEFAULT_TAG)
+    return ClipSpec(DEFAULT_MODEL, settings.clip_weights() or DEFAULT_TAG)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from yoc_assistant.atomic import atomic_path
+from yoc_assistant.backbone.loading import PRECISIONS
 from yoc_assistant.errors import UserInputError
 from yoc_assistant.personalize.batches import (
     ExampleLike,
@@ -59,7 +60,7 @@ CHECKPOINT_FORMAT = "yoc-train-checkpoint"
 CHECKPOINT_VERSION = 1
 CHECKPOINT_PREFIX = "step-"
 BEST_FILE = "best.safetensors"
-PRECISION_CHOICES = ("auto", "int8", "nf4", "bf16", "fp32")
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # auto: the application layer decides
 
 
 @dataclass
@@ -157,26 +158,6 @@ def total_steps(config: TrainConfig, schedule: Schedule) -> int:
     if config.max_steps is not None:
         return config.max_steps
     return config.epochs * schedule.steps_per_epoch
-
-
-# -- precision ------------------------------------------------------------------------------
-def choose_precision(requested: str, device: torch.device | str, *,
-                     weight_bytes_bf16: int | None = None) -> str:
-    """Resolve `auto`: bf16 on a GPU with room for the weights plus training
-    activations (~1.6x the bf16 weights, from the H200 anchors), else int8; fp32 on CPU."""
-    if requested != "auto":
-        if requested not in PRECISION_CHOICES:
-            raise UserInputError(f"unknown precision {requested!r}: use one of {', '.join(PRECISION_CHOICES)}")
-        return requested
-    dev = torch.device(device)
-    if dev.type != "cuda":
-        return "fp32"
-    need = int(1.6 * (weight_bytes_bf16 if weight_bytes_bf16 is not None else 14_100_000_000))
-    try:
-        free, _total = torch.cuda.mem_get_info(dev)
-    except Exception:  # no driver answer: the safe choice
-        return "int8"
-    return "bf16" if free >= need else "int8"
 
 
 # -- checkpoints ------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from yoc_assistant import settings
 from yoc_assistant.atomic import atomic_path
 
 RESCALE = 0.0078  # the checkpoint processor's rescale factor (x * 0.0078 - 1), spec §5.1
@@ -25,7 +25,7 @@ CONCEPTS_DIR = REPO_DIR / "concepts"
 
 def work_dir() -> Path:
     """Where intermediate training files go (`YOC_TOY_WORK`, default ./build/toyworld)."""
-    return Path(os.environ.get("YOC_TOY_WORK", str(REPO_DIR / "build" / "toyworld")))
+    return settings.toy_work_dir() or REPO_DIR / "build" / "toyworld"
 
 
 def to_pixels(images: np.ndarray) -> torch.Tensor:
@@ -43,7 +43,7 @@ def from_pixels(x: torch.Tensor) -> np.ndarray:
 def set_threads() -> None:
     """One thread unless YOC_TOY_THREADS says more: on a small shared CPU, OpenMP
     threads that wait for each other burned 4x the CPU time of a single thread."""
-    torch.set_num_threads(max(1, int(os.environ.get("YOC_TOY_THREADS", "1"))))
+    torch.set_num_threads(settings.toy_threads())
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:

@@ -25,7 +25,7 @@ from yoc_assistant.tui.services import Services
 from yoc_assistant.tui.widgets.training import TrainingState
 
 if TYPE_CHECKING:
-    from yoc_assistant.personalize.train import TrainEvent, TrainOutcome
+    from yoc_assistant.app.training import TrainEvent, TrainOutcome
 
 
 class TrainProgress(Message):

@@ -1,24 +1,24 @@
 """The app's one door to the other parts of yoc.
 
 Screens call these methods from thread workers and show what comes back; no
-logic the library needs lives here, only the glue: which backbone, one loaded
-copy shared by chat and training, a fresh library connection per call (SQLite
+logic the library needs lives here, only the glue: the application layer's backbone
+(opened for "training", as `yoc train` opens it, since the app trains with the copy it
+chats with), its training job, a fresh library connection per call (SQLite
 connections belong to the thread that opened them), and plain rows for tables.
 
-`YOC_TUI_TRAIN_STEPS` (tests, demos) caps the training steps of a run;
 `YOC_SEED` makes answers repeatable (tests read them off the screen).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from yoc_assistant import settings
 from yoc_assistant.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -77,8 +77,7 @@ class Services:
         self._precision = precision
         self._device = device
         self.train_config = train_config
-        env_seed = os.environ.get("YOC_SEED")
-        self.seed = seed if seed is not None else (int(env_seed) if env_seed else None)
+        self.seed = seed if seed is not None else settings.chat_seed()
         self._lock = threading.Lock()
         self._choice: BackboneChoice | None = None
         self._backbone: Any = None
@@ -91,7 +90,7 @@ class Services:
             if self._source:
                 self._choice = BackboneChoice(self._source, is_noise=False)
             else:
-                from yoc_assistant.backbone.resolve import default_backbone
+                from yoc_assistant.app.backbones import default_backbone
 
                 source, is_noise = default_backbone()
                 self._choice = BackboneChoice(str(source), bool(is_noise))
@@ -151,27 +150,13 @@ class Services:
     def train(self, name: str, *, on_event: Callable[[Any], None],
               cancel: threading.Event) -> Any:
         """Train `name` (blocking). Events go to `on_event`; set `cancel` to stop."""
+        from yoc_assistant.app.training import train_concept_job
         from yoc_assistant.library import Library
-        from yoc_assistant.personalize.train import train_concept_job
 
         backbone = self.load_backbone()
-        kwargs: dict[str, Any] = {}
-        config = self._train_config()
-        if config is not None:
-            kwargs["config"] = config
         with Library.open() as lib:
             return train_concept_job(lib, name, backbone=backbone, on_event=on_event,
-                                     cancel=cancel, **kwargs)
-
-    def _train_config(self) -> Any:
-        if self.train_config is not None:
-            return self.train_config
-        steps = os.environ.get("YOC_TUI_TRAIN_STEPS")
-        if not steps:
-            return None
-        from yoc_assistant.personalize.train import TrainConfig
-
-        return TrainConfig(epochs=1, max_steps=int(steps), batch_size=2)
+                                     cancel=cancel, config=self.train_config)
 
     # -- chat ----------------------------------------------------------------------------
     def ask(self, text: str, *, image: Path | None = None, mode: str | None = None,
@@ -215,18 +200,13 @@ _LOADED_LOCK = threading.Lock()
 
 
 def _load_cached(source: str, precision: str | None, device: str | None) -> Any:
-    from yoc_assistant.backbone import Backbone
-    from yoc_assistant.backbone.loading import auto_precision, pick_device
-    from yoc_assistant.settings import device as default_device
-    from yoc_assistant.settings import tune_cpu_threads
+    from yoc_assistant.app.backbones import plan_backbone
 
-    chosen_device = pick_device(device or default_device())
-    chosen = auto_precision(precision or "auto", chosen_device)
-    key = (source, chosen, str(chosen_device))
+    plan = plan_backbone("training", source=source, precision=precision or "auto", device=device)
+    key = (plan.source, plan.precision, plan.device)
     with _LOADED_LOCK:
         if key not in _LOADED:
-            _LOADED[key] = Backbone.load(source, precision=chosen, device=str(chosen_device))
-            tune_cpu_threads(_LOADED[key])
+            _LOADED[key] = plan.load()
         return _LOADED[key]
 
 

@@ -8,7 +8,6 @@ use halfcell/unicode, which need no terminal).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from rich.text import Text
@@ -17,12 +16,14 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import Static
 
+from yoc_assistant import settings
+
 
 def image_widget_class() -> type[Widget]:
     """The textual-image widget class for this terminal (or as forced)."""
     from textual_image import widget as ti
 
-    choice = os.environ.get("YOC_IMAGE_RENDERER", "auto").lower()
+    choice = settings.image_renderer()
     return {
         "tgp": ti.TGPImage,
         "kitty": ti.TGPImage,

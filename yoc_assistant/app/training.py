@@ -1,0 +1,230 @@
+"""Train a concept from the library: the one job behind `yoc train`, `yoc add-concept`,
+`yoc demo` and the chat app's "teach" action.
+
+Order of work: backbone (`open_backbone("training")` unless one is given) -> the
+concept's photos -> ranked pool images (CLIP; skipped with a note when there is no
+pool or no CLIP) -> image tokens (cached per image hash) -> training examples from
+every modality plugin -> train -> concept file written atomically -> THEN the
+database row (ready, vectors path, metrics). A failure marks the run failed (and the
+concept failed unless it already had vectors); a cancel leaves a checkpoint that
+`resume=True` continues. Progress goes to `on_event` only: the front ends draw it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from yoc_assistant.personalize.concept import DEFAULT_GROUPS, ConceptVectors
+from yoc_assistant.personalize.prepare import (
+    build_examples,
+    initial_words,
+    make_evaluator,
+    select_images,
+    vectors_file,
+)
+from yoc_assistant.personalize.trainer import (
+    BEST_FILE,
+    CHECKPOINT_PREFIX,
+    EventFn,
+    TrainConfig,
+    TrainEvent,
+    TrainResult,
+    train_concept,
+)
+
+if TYPE_CHECKING:
+    from yoc_assistant.assistant.plugins import PluginManager
+    from yoc_assistant.backbone.core import Backbone
+
+__all__ = ["TrainConfig", "TrainEvent", "TrainOutcome", "config_from_options", "train_concept_job"]
+
+
+@dataclass
+class TrainOutcome:
+    name: str
+    vectors_path: Path | None  # None when cancelled
+    metrics: dict[str, Any]
+    steps: int
+    total_steps: int
+    cancelled: bool
+    run_id: int | None
+    notes: list[str] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    backbone: str = ""
+    precision: str = ""
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["vectors_path"] = str(self.vectors_path) if self.vectors_path else None
+        out["final_loss"] = self.losses[-1] if self.losses else None
+        out.pop("losses")
+        return out
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    for path in list(run_dir.glob(f"{CHECKPOINT_PREFIX}*.safetensors")) + [run_dir / BEST_FILE]:
+        path.unlink(missing_ok=True)
+
+
+class _RunRecorder:
+    """Mirror progress into the training_runs row: at most every few seconds, and at the end
+    (the latest checkpoint's path with it; the file is complete before its event)."""
+
+    def __init__(self, library: Any, run_id: int, on_event: EventFn | None, every_s: float = 5.0) -> None:
+        self.library, self.run_id, self.on_event, self.every_s = library, run_id, on_event, every_s
+        self.last = 0.0
+        self.checkpoint: str | None = None
+
+    def __call__(self, event: TrainEvent) -> None:
+        now = time.monotonic()
+        if event.phase == "checkpoint":
+            self.checkpoint = event.note
+        final = event.phase in ("done", "cancelled")
+        if final or (event.phase in ("train", "checkpoint") and now - self.last >= self.every_s):
+            self.library.update_run(self.run_id, step=event.step, loss=event.loss,
+                                    total_steps=event.total_steps, checkpoint_path=self.checkpoint)
+            self.last = now
+        if self.on_event is not None:
+            self.on_event(event)
+
+
+def is_main_process() -> bool:
+    """Under `accelerate launch`, only rank 0 writes the library (rows, concept file)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def train_concept_job(library: Any, name: str, *, backbone: Backbone | None = None,
+                      config: TrainConfig | None = None, on_event: EventFn | None = None,
+                      cancel: threading.Event | None = None, resume: bool = False,
+                      plugins: PluginManager | None = None, clip_device: str | None = None) -> TrainOutcome:
+    """Train (or retrain) concept `name` of `library`; see the module doc."""
+    config = config or TrainConfig()
+    config.validate()
+    concept = library.require_concept(name)
+    main = is_main_process()
+    run_id = library.start_run(concept.name, config=asdict(config)) if main else None
+    try:
+        return _run_job(library, concept, backbone, config, on_event, cancel, resume, plugins,
+                        clip_device, run_id)
+    except KeyboardInterrupt:
+        if run_id is not None:
+            library.finish_run(run_id, "interrupted", error="interrupted")
+        raise
+    except BaseException as err:
+        if run_id is not None:
+            library.finish_run(run_id, "failed", error=str(err) or type(err).__name__)
+        raise
+
+
+def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: TrainConfig,
+             on_event: EventFn | None, cancel: threading.Event | None, resume: bool, plugins: PluginManager | None,
+             clip_device: str | None, run_id: int | None) -> TrainOutcome:
+    name, started, notes = concept.name, time.monotonic(), []
+
+    def note(texts: Sequence[str]) -> None:
+        for text in texts:
+            notes.append(text)
+            if on_event is not None:
+                on_event(TrainEvent(0, 0, 0, None, phase="note", note=text))
+
+    if backbone is None:
+        from yoc_assistant.app.backbones import open_backbone
+
+        backbone = open_backbone("training", precision=config.precision,
+                                 on_note=lambda text: note([text]))
+    bb = backbone
+    device = clip_device or ("cuda" if bb.device.type == "cuda" else "cpu")
+    if plugins is None:
+        from yoc_assistant.app.plugins import load_plugins
+
+        plugins = load_plugins()
+    modalities = plugins.get_modalities()
+    groups = plugins.group_sizes() or dict(DEFAULT_GROUPS)
+    job = select_images(library, name, seed=config.seed, clip_device=device)
+    note(job.notes)
+    words = initial_words(bb, library, job) if config.init_from_photos else []
+    if words:
+        note([f"concept rows start from the words {bb.detokenize(words).strip()!r} "
+              "(what the backbone says the photos show)"])
+    vectors = ConceptVectors.initialize(bb, name, groups, seed=config.seed, words=words)
+    examples, data_notes = build_examples(bb, library, name, vectors, job, modalities,
+                                          about=concept.about, seed=config.seed,
+                                          mirror=config.mirror_photos)
+    note(data_notes)
+    eval_notes: list[str] = []
+    evaluator = make_evaluator(bb, library, name, job, eval_notes, clip_device=device)
+    note(eval_notes)
+    run_dir = library.concept_runs_dir(name)
+    if not resume and run_id is not None:
+        _clear_run_dir(run_dir)
+    recorder = _RunRecorder(library, run_id, on_event) if run_id is not None else on_event
+    result = train_concept(bb, vectors, examples, replace(config, precision=bb.precision),
+                           run_dir=run_dir, on_event=recorder, cancel=cancel, resume=resume,
+                           evaluator=evaluator)
+    metrics = _metrics(result, examples, bb, notes, time.monotonic() - started)
+    path = None
+    if run_id is not None:
+        if result.cancelled:
+            library.finish_run(run_id, "interrupted", metrics=metrics)
+        else:
+            path = _save(library, name, bb, result, metrics)
+            library.finish_run(run_id, "done", metrics=metrics)
+    return _outcome(name, path, metrics, result, run_id, notes, bb, started)
+
+
+def _metrics(result: TrainResult, examples: Sequence[Any], bb: Backbone, notes: list[str],
+             seconds: float) -> dict[str, Any]:
+    by_task: dict[str, int] = {}
+    for ex in examples:
+        by_task[ex.task] = by_task.get(ex.task, 0) + 1
+    out: dict[str, Any] = {
+        "steps": result.step, "total_steps": result.total_steps,
+        "final_loss": result.losses[-1] if result.losses else None,
+        "task_losses": result.task_losses, "examples": len(examples), "examples_by_task": by_task,
+        "best_step": result.best_step, "best_score": result.best_score,
+        "precision": bb.precision, "backbone": bb.name, "seconds": round(seconds, 2),
+        "notes": list(notes),
+    }
+    out.update({k: v for k, v in result.best_metrics.items() if k != "score"})
+    return out
+
+
+def _save(library: Any, name: str, bb: Backbone, result: TrainResult, metrics: dict[str, Any]) -> Path:
+    """The concept file first (atomic), then the row that points at it."""
+    chosen = result.vectors
+    chosen.metadata.update({"trained_steps": str(result.step),
+                            "best_step": str(result.best_step if result.best_step is not None else result.step)})
+    path = chosen.save(vectors_file(library, name, bb), bb)
+    library.set_vectors(name, path, metrics, status="ready", backbone=str(bb.source),
+                        backbone_fingerprint=str(bb.fingerprint))
+    return path
+
+
+def _outcome(name: str, path: Path | None, metrics: dict[str, Any], result: TrainResult, run_id: int | None,
+             notes: list[str], bb: Backbone, started: float) -> TrainOutcome:
+    return TrainOutcome(name, path, metrics, result.step, result.total_steps, result.cancelled, run_id,
+                        list(notes), list(result.losses), str(bb.name), str(bb.precision),
+                        round(time.monotonic() - started, 2))
+
+
+def config_from_options(options: dict[str, Any]) -> TrainConfig:
+    """TrainConfig from CLI-style options (None = default)."""
+    mapping = {"epochs": "epochs", "steps": "max_steps", "lr": "lr", "batch_size": "batch_size",
+               "grad_accum": "grad_accum", "precision": "precision", "seed": "seed",
+               "gradient_checkpointing": "gradient_checkpointing", "checkpoint_every": "checkpoint_every",
+               "eval_every": "eval_every", "init_from_photos": "init_from_photos",
+               "mirror_photos": "mirror_photos"}
+    unknown = set(options) - set(mapping)
+    if unknown:
+        raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    values = {mapping[k]: v for k, v in options.items() if v is not None}
+    config = TrainConfig(**values)
+    config.validate()
+    return config

@@ -1,0 +1,151 @@
+"""The pure pieces of training a concept from the library (the job itself, which picks
+the backbone and the plugins and writes the rows, is `yoc_assistant.app.training`).
+
+Held-out evaluation: photos with role "test", else one of the concept's photos
+when it has at least 4 (held out of training), plus a few pool images as
+negatives. With them, the best checkpoint is the one with the highest mean of
+recognition accuracy and CLIP-I (recognition alone without CLIP); without, the last.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from yoc_assistant.errors import UserInputError
+from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
+
+if TYPE_CHECKING:
+    from yoc_assistant.backbone.core import Backbone
+
+MIN_PHOTOS_TO_HOLD_OUT = 4
+EVAL_NEGATIVES = 4
+EVAL_IMAGES = 2  # pictures drawn per evaluation for CLIP-I
+
+
+@dataclass
+class JobData:
+    train_positives: list[str]
+    held_positives: list[str]
+    held_negatives: list[str]
+    soft: list[str]
+    hard: list[str]
+    easy: list[str]
+    notes: list[str]
+
+
+def select_images(library: Any, name: str, *, seed: int, clip_device: str = "cpu") -> JobData:
+    """The concept's photos (some held out), and ranked pool images (or notes why not)."""
+    from yoc_assistant.personalize import retrieval
+
+    positives = sorted(r.sha256 for r in library.concept_images(name, "positive"))
+    if not positives:
+        raise UserInputError(f"concept {name!r} has no photos to train on; add some with "
+                             f"`yoc add-concept PHOTOS --name {name}`")
+    tests = sorted(r.sha256 for r in library.concept_images(name, "test"))
+    rng = random.Random(seed)
+    held: list[str] = []
+    if tests:
+        held = tests
+    elif len(positives) >= MIN_PHOTOS_TO_HOLD_OUT:
+        held = [rng.choice(positives)]
+        positives = [p for p in positives if p not in held]
+    notes: list[str] = []
+    pool = [r.sha256 for r in library.pool_images()]
+    if pool:
+        ranking = retrieval.retrieve(library, positives, pool, device=clip_device, seed=seed)
+    else:
+        ranking = retrieval.Ranking(notes=[retrieval.NO_POOL_NOTE])
+    notes += list(ranking.notes)
+    easy = list(ranking.easy_negatives)
+    if pool and not (ranking.soft_positives or ranking.hard_negatives or easy):
+        # No CLIP to rank with: easy negatives are random pool images anyway.
+        others = [s for s in pool if s not in set(positives) | set(held)]
+        easy = random.Random(seed).sample(others, min(retrieval.PAPER_EASY, len(others)))
+        notes.append(f"{len(easy)} random pool images used as easy negatives (no CLIP ranking)")
+    held_neg: list[str] = []
+    if held and len(easy) > EVAL_NEGATIVES:
+        held_neg, easy = easy[-EVAL_NEGATIVES:], easy[:-EVAL_NEGATIVES]
+    if not held:
+        notes.append(f"fewer than {MIN_PHOTOS_TO_HOLD_OUT} photos: the last checkpoint is kept "
+                     "(no held-out photo to pick the best one)")
+    return JobData(positives, held, held_neg, list(ranking.soft_positives), list(ranking.hard_negatives),
+                   easy, notes)
+
+
+def build_examples(bb: Backbone, library: Any, name: str, vectors: ConceptVectors, job: JobData,
+                   modalities: Sequence[Any], *, about: str | None, seed: int, mirror: bool = False,
+                   on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Any], list[str]]:
+    """Examples of every modality (or the three built-in tasks without plugins). `mirror`:
+    each training photo's mirror image is one more positive."""
+    from yoc_assistant.personalize import data
+    from yoc_assistant.personalize.imagetokens import mirrored
+
+    positives = list(job.train_positives)
+    if mirror:
+        positives += [mirrored(s) for s in job.train_positives]
+    shas = list(dict.fromkeys(positives + job.soft + job.hard + job.easy))
+    tokens = data.image_tokens(library, bb, shas, on_progress=on_progress)
+    ctx = data.BuildContext.from_concepts(
+        bb, ConceptSet(bb, [vectors]), name,
+        positives=[tokens[s] for s in positives], soft_positives=[tokens[s] for s in job.soft],
+        hard_negatives=[tokens[s] for s in job.hard], easy_negatives=[tokens[s] for s in job.easy],
+        about=about, rng=random.Random(seed))
+    if modalities:
+        examples = data.balance_tasks([ex for m in modalities for ex in (m.build_examples(ctx) or [])])
+    else:
+        examples = data.build_training_set(ctx)
+    return examples, list(ctx.notes)
+
+
+def initial_words(bb: Backbone, library: Any, job: JobData) -> list[int]:
+    """Word tokens most of the backbone's own descriptions of the training photos share."""
+    from yoc_assistant.personalize import data, describe
+
+    tokens = data.image_tokens(library, bb, job.train_positives)
+    return describe.photo_words(bb, [tokens[s] for s in job.train_positives])
+
+
+def make_evaluator(bb: Backbone, library: Any, name: str, job: JobData, notes: list[str],
+                   clip_device: str = "cpu") -> Callable[[ConceptVectors], dict[str, float]] | None:
+    """Score = mean(recognition weighted accuracy, CLIP-I) on held-out photos; None without them."""
+    if not job.held_positives:
+        return None
+    from yoc_assistant.personalize import data, evaluate, retrieval
+
+    if data.answer_first_token(bb, True) == data.answer_first_token(bb, False):
+        notes.append("this backbone's tokenizer cannot tell 'Yes' from 'No': no recognition score, "
+                     "the last checkpoint is kept")
+        return None
+    tokens = data.image_tokens(library, bb, job.held_positives + job.held_negatives)
+    pos = [tokens[s] for s in job.held_positives]
+    neg = [tokens[s] for s in job.held_negatives]
+    clip = real = None
+    reason = retrieval.unavailable_reason()
+    if reason is None and bb.has_decoder:
+        clip = retrieval.load_clip(device=clip_device)
+        loader = retrieval.library_loader(library)
+        real = clip.embed_images([loader(s) for s in job.held_positives])
+    else:
+        notes.append(f"CLIP-I skipped for checkpoint choice ({reason or 'the backbone cannot draw'}): "
+                     "recognition accuracy alone picks the best checkpoint")
+
+    def evaluator(vectors: ConceptVectors) -> dict[str, float]:
+        concepts = ConceptSet(bb, [vectors])
+        rec = evaluate.recognition_accuracy(bb, concepts, name, pos, neg)
+        metrics = {"recognition": float(rec["weighted"])}
+        if clip is not None and real is not None and "generation" in vectors.groups:
+            images = evaluate.generate_concept_images(bb, concepts, name, EVAL_IMAGES, seed=0)
+            metrics["clip_i"] = evaluate.clip_i(clip, images, real)
+        metrics["score"] = sum(metrics.values()) / len(metrics)
+        return metrics
+
+    return evaluator
+
+
+def vectors_file(library: Any, name: str, bb: Backbone) -> Path:
+    """One file per backbone, so retraining on another backbone never clobbers this one."""
+    return library.concept_dir(name) / f"vectors-{str(bb.fingerprint)[:12]}.safetensors"
