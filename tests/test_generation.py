@@ -344,7 +344,7 @@ def test_concept_names_in_text_are_spaced_like_words(tmp_path: Path) -> None:
 def test_word_level_tokenizer_keeps_possessives_whole_when_streamed() -> None:
     """The toy backbone's word-level tokenizer splits "'s" off; answers must still read
     "<sunny>'s colour", streamed piece by piece and whole."""
-    from yoc_assistant.backbone.resolve import TOY_WEIGHTS
+    from yoc_assistant.app.backbones import TOY_WEIGHTS
 
     from yoc_assistant.backbone.generation import TextStream, text_decoder
 
