@@ -345,7 +345,6 @@ def test_word_level_tokenizer_keeps_possessives_whole_when_streamed() -> None:
     """The toy backbone's word-level tokenizer splits "'s" off; answers must still read
     "<sunny>'s colour", streamed piece by piece and whole."""
     from yoc_assistant.app.backbones import TOY_WEIGHTS
-
     from yoc_assistant.backbone.generation import TextStream, text_decoder
 
     toy = Backbone.load(str(TOY_WEIGHTS), precision="fp32", device="cpu")
