@@ -15,6 +15,7 @@ import click
 
 from yoc_assistant.errors import YocError, short
 from yoc_assistant.library.db import damaged, is_damage
+from yoc_assistant.safetext import printable
 
 MESSAGE_MAX = 2000  # an error quoting a file never floods the terminal
 
@@ -88,10 +89,11 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as err:
+        err.message = printable(err.message)  # it may quote an argument (a file name)
         err.show()
         sys.exit(err.exit_code)
     except YocError as err:
-        click.secho(f"Error: {short(err, MESSAGE_MAX)}", fg="red", err=True)
+        click.secho(f"Error: {printable(short(err, MESSAGE_MAX))}", fg="red", err=True)
         sys.exit(err.exit_code)
     except sqlite3.DatabaseError as err:  # a query outside a transaction on a damaged file
         if not is_damage(err):

@@ -10,6 +10,7 @@ import click
 
 from yoc_assistant.cli.output import print_json, progress, quiet_option, warn
 from yoc_assistant.cli.runtime import open_backbone, open_library, precision_option
+from yoc_assistant.safetext import printable
 
 
 def _load_images(paths: tuple[Path, ...]) -> list[Any]:
@@ -86,7 +87,7 @@ def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, se
     def on_text(piece: str) -> None:
         streamed.append(piece)
         if not as_json:
-            click.echo(piece, nl=False)
+            click.echo(printable(piece, newlines=True), nl=False)
 
     # The bar opens only if a modality reports progress (pictures), not while text streams.
     with contextlib.ExitStack() as stack:
@@ -105,7 +106,7 @@ def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, se
     if streamed:
         click.echo()
     elif response.text:
-        click.echo(response.text)
+        click.echo(printable(response.text, newlines=True))
     _print_files(response)
 
 

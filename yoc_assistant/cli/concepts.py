@@ -96,27 +96,28 @@ def show_cmd(name: str, as_json: bool) -> None:
     click.echo(f"{concept.name}" + (f" ({terminal_text(concept.display_name)})" if concept.display_name else ""))
     click.echo(f"  status:   {concept.status}")
     if concept.problem:
-        click.echo(f"  problem:  {concept.problem}; retrain it with `yoc train {concept.name}`")
+        click.echo(f"  problem:  {terminal_text(concept.problem)}; retrain it with `yoc train {concept.name}`")
     about = [terminal_text(line) for line in (concept.about or "-").splitlines()] or ["-"]
     click.echo(f"  about:    {about[0]}")
     for line in about[1:]:
         click.echo(f"            {line}")
-    click.echo(f"  backbone: {concept.backbone or '-'}")
+    click.echo(f"  backbone: {terminal_text(concept.backbone or '-')}")
     click.echo(f"  created:  {concept.created}")
     if concept.metrics:
-        click.echo(f"  metrics:  {_metrics_text(concept.metrics) or concept.metrics}")
+        click.echo(f"  metrics:  {terminal_text(_metrics_text(concept.metrics) or concept.metrics)}")
     if vectors is not None:
         state = f"{vectors.get('size', 0)} bytes" if vectors["exists"] else "MISSING"
-        click.echo(f"  vectors:  {vectors['path']} ({state})")
+        click.echo(f"  vectors:  {terminal_text(vectors['path'])} ({state})")
     click.echo(f"  photos:   {len(images)}")
     for img in images:
-        click.echo(f"    {img.role:8} {img.width}x{img.height}  {img.original_name or ''}  {img.path}")
+        click.echo(f"    {img.role:8} {img.width}x{img.height}  {terminal_text(img.original_name or '')}  "
+                   f"{terminal_text(img.path)}")
     if runs:
         click.echo(f"  runs:     {len(runs)}")
         for run in runs[-5:]:
             loss = f"{run.loss:.4g}" if run.loss is not None else "-"
             click.echo(f"    #{run.id} {run.status:11} step {run.step}/{run.total_steps or '?'} loss {loss} "
-                       f"{run.started[:16].replace('T', ' ')}" + (f"  {run.error}" if run.error else ""))
+                       f"{run.started[:16].replace('T', ' ')}" + (f"  {terminal_text(run.error)}" if run.error else ""))
 
 
 @concepts.command("rm")

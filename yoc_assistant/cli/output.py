@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from yoc_assistant.errors import UserInputError
+from yoc_assistant.safetext import json_safe, printable
 
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,28 +46,28 @@ def _default(value: Any) -> Any:
 
 def print_json(data: Any) -> None:
     """Data as indented JSON on stdout (Paths and objects with to_json() allowed)."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=_default))
+    click.echo(json_safe(json.dumps(data, indent=2, ensure_ascii=False, default=_default)))
 
 
 def warn(message: str) -> None:
-    click.secho(f"Warning: {message}", fg="yellow", err=True)
+    click.secho(f"Warning: {terminal_text(message)}", fg="yellow", err=True)
 
 
 def info(message: str, *, quiet: bool = False) -> None:
     """A note for the person at the terminal (stderr), hidden by --quiet."""
     if not quiet:
-        click.echo(message, err=True)
+        click.echo(terminal_text(message), err=True)
 
 
-def terminal_text(text: str) -> str:
+def terminal_text(text: object) -> str:
     """`text` safe for a terminal: control characters (escape sequences, carriage
     returns) shown as \\x.. escapes, so a string from a file cannot drive the terminal."""
-    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
+    return printable(text)
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
-    """A plain aligned table on stdout (no colour: safe to pipe)."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    """A plain aligned table on stdout (no colour: safe to pipe; cells escaped)."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else terminal_text(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for row in cells:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -120,11 +121,11 @@ def confirm(question: str, *, yes: bool, what: str = "this") -> None:
 def print_report(report: Any, *, quiet: bool = False) -> None:
     """An ingest report for people: rejections and duplicates always, notes unless quiet."""
     for path, reason in report.rejected:
-        click.secho(f"Skipped {path}: {reason}", fg="yellow", err=True)
+        click.secho(terminal_text(f"Skipped {path}: {reason}"), fg="yellow", err=True)
     for path, reason in report.duplicates:
-        click.echo(f"Duplicate {path}: {reason}", err=True)
+        click.echo(terminal_text(f"Duplicate {path}: {reason}"), err=True)
     if not quiet:
         for path, note in report.notes:
-            click.echo(f"Note {path}: {note}", err=True)
+            click.echo(terminal_text(f"Note {path}: {note}"), err=True)
     for message in getattr(report, "warnings", []):
         warn(message)

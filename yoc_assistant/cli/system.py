@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from yoc_assistant.errors import YocError
+from yoc_assistant.safetext import printable
 
 # Files yoc never reads (pickles, other frameworks); skipped when pulling.
 PULL_IGNORE = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.msgpack", "*.h5", "*.onnx", "*.ot"]
@@ -52,15 +53,15 @@ def plugins(as_json: bool) -> None:
         click.echo("No plugins loaded.")
     for info in report["plugins"]:
         version = f" {info['version']}" if info["version"] else ""
-        click.echo(f"{info['name']} ({info['distribution'] or 'not from a package'}{version})")
+        click.echo(printable(f"{info['name']} ({info['distribution'] or 'not from a package'}{version})"))
         for m in info["modalities"]:
             desc = f" — {m['description']}" if m["description"] else ""
-            click.echo(f"  modality {m['name']}: token group {m['group']} "
-                       f"({m['group_size']} tokens){desc}")
+            click.echo(printable(f"  modality {m['name']}: token group {m['group']} "
+                                 f"({m['group_size']} tokens){desc}"))
         if not info["modalities"]:
             click.echo("  (no modalities)")
     for failure in report["failures"]:
-        click.secho(f"failed: {failure['name']}: {failure['reason']}", fg="yellow")
+        click.secho(printable(f"failed: {failure['name']}: {failure['reason']}"), fg="yellow")
 
 
 # -- doctor ----------------------------------------------------------------------------
@@ -200,9 +201,9 @@ def _print_doctor(report: dict[str, Any]) -> None:
         mods = ", ".join(f"{m['name']} ({m['group']}, {m['group_size']})" for m in info["modalities"])
         click.echo(f"plugin        {info['name']}: {mods or 'no modalities'}")
     for note in report["notes"]:
-        click.echo(f"note: {note}")
+        click.echo(printable(f"note: {note}"))
     for problem in report["problems"]:
-        click.secho(f"problem: {problem}", fg="yellow")
+        click.secho(printable(f"problem: {problem}"), fg="yellow")
     if not report["problems"]:
         click.echo("All good.")
 

@@ -17,7 +17,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
 
-from yoc_assistant.errors import YocError
+from yoc_assistant.errors import YocError, short
+from yoc_assistant.safetext import printable
 from yoc_assistant.tui.screens.chat import ChatScreen
 from yoc_assistant.tui.screens.concepts import ConceptsScreen
 from yoc_assistant.tui.screens.help import HelpScreen
@@ -49,10 +50,11 @@ class TrainFinished(Message):
 
 
 def describe_error(err: BaseException) -> str:
-    """The user-facing line for an error: YocErrors are written for users already."""
+    """The user-facing line for an error: YocErrors are written for users already (escaped:
+    a message may quote a file's name or contents)."""
     if isinstance(err, YocError):
-        return str(err)
-    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        return printable(short(err, 2000))
+    return printable(short(f"{type(err).__name__}: {err}" if str(err) else type(err).__name__, 2000))
 
 
 class YocApp(App[None]):

@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
+from yoc_assistant.safetext import printable
 from yoc_assistant.tui.widgets.image_view import ImageView
 
 USER_MARK = "you ▸ "
@@ -42,7 +43,8 @@ class AssistantBubble(Vertical):
 
     def _render_text(self, *, pending: bool = False) -> Text:
         body = self._text if self._text else ("…" if pending else "")
-        return Text(ASSISTANT_MARK, style="bold") + Text(body)
+        # A model's answer is text from a file too (its tokenizer): never raw control characters.
+        return Text(ASSISTANT_MARK, style="bold") + Text(printable(body, newlines=True))
 
     def append(self, piece: str) -> None:
         self._text += piece
@@ -68,7 +70,7 @@ class AssistantBubble(Vertical):
 
     def fail(self, message: str) -> None:
         self.query_one(".answer-text", Static).update(
-            Text(ASSISTANT_MARK, style="bold") + Text(f"(no answer: {message})", style="italic"))
+            Text(ASSISTANT_MARK, style="bold") + Text(f"(no answer: {printable(message)})", style="italic"))
 
 
 def route_text(modality: str, probabilities: dict[str, float]) -> str:
