@@ -48,6 +48,15 @@ def test_bench_json_has_every_figure() -> None:
     assert cmp["fused"]["ms_per_token"] > 0 and cmp["fused"]["s_per_image"] > 0
     assert cmp["speedup"] == pytest.approx(cmp["unfused"]["ms_per_token"] / cmp["fused"]["ms_per_token"],
                                            rel=0.01)
+    # SJD, the sequential loop and transformers' generate() on the same CFG image, one run
+    dec = data["decoding_compare"]
+    assert dec["tokens"] == 6 and dec["sequential"]["seconds"] == data["image_cfg"]["seconds"]
+    assert dec["generate"]["passes_per_token"] == 2.0 and dec["sequential"]["passes_per_token"] == 1.0
+    assert 0 < dec["sjd"]["passes_per_token"] <= 1.0
+    assert dec["sjd_vs_generate"] == pytest.approx(dec["sjd"]["seconds"] / dec["generate"]["seconds"], rel=0.01)
+    assert dec["sjd_vs_sequential"] == pytest.approx(dec["sjd"]["seconds"] / dec["sequential"]["seconds"], rel=0.01)
+    eight = data["eight_bit"]
+    assert eight["precision"] == "int8wo" and eight["sequential"]["ms_per_token"] > 0
 
 
 def test_bench_with_the_fused_step_selected(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,10 +73,11 @@ def test_bench_with_the_fused_step_selected(monkeypatch: pytest.MonkeyPatch) -> 
 def test_bench_table() -> None:
     result = CliRunner().invoke(bench, [
         "--backbone", str(CHECKPOINT), "--precision", "fp32", "--device", "cpu", "--threads", "1",
-        "--image-tokens", "4", "--text-tokens", "2", "--quiet"])
+        "--image-tokens", "4", "--text-tokens", "2", "--quiet"], env={"COLUMNS": "200"})  # no wrapping
     assert result.exit_code == 0, result.output
     for label in ("ms / image token", "s / image (144 tokens)", "tokens/s", "peak memory", "prefill",
-                  "fused vs HF-module step", "HF modules"):
+                  "fused vs HF-module step", "HF modules", "passes / image", "SJD / sequential / generate()",
+                  "int8wo"):
         assert label in result.stdout
 
 

@@ -96,6 +96,26 @@ def test_draw_writes_repeatable_pngs(tiny: Path, tmp_path: Path) -> None:
             assert a.text["seed"] == str(3 + i) and a.text["prompt"] == "a red boat"
 
 
+def test_draw_decoding_choice_and_ask_uses_the_default(tiny: Path, tmp_path: Path) -> None:
+    """`--decoding` reaches the image engine; `yoc ask` draws with the same default as `yoc draw`."""
+    from yoc_assistant.settings import IMAGE_DECODING
+
+    def picture(*args: str) -> bytes:
+        result = run(*args, "--seed", "5", "--quiet")
+        assert result.exit_code == 0, result.output
+        (path,) = result.stdout.split()
+        with Image.open(path) as img:
+            return img.tobytes()
+
+    sjd = picture("draw", "a red boat", "--out", str(tmp_path / "a.png"), "--decoding", "sjd")
+    seq = picture("draw", "a red boat", "--out", str(tmp_path / "b.png"), "--decoding", "sequential")
+    default = picture("draw", "a red boat", "--out", str(tmp_path / "c.png"))
+    asked = picture("ask", "a red boat", "--mode", "image", "--out", str(tmp_path / "d.png"))
+    assert sjd != seq  # different random streams, same distribution
+    assert default == asked == (sjd if IMAGE_DECODING == "sjd" else seq)
+    assert run("draw", "x", "--decoding", "fast").exit_code == 2
+
+
 def test_draw_default_folder_and_noise_warning(monkeypatch: pytest.MonkeyPatch, yoc_home: Path) -> None:
     monkeypatch.delenv("YOC_BACKBONE", raising=False)
     # As on an install without the shipped toy model: the tiny random backbone is the default.

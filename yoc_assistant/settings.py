@@ -64,6 +64,13 @@ def pictures_override() -> Path | None:
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
+# How image tokens are drawn: "sjd" (speculative Jacobi decoding: several tokens per
+# forward pass, the same distribution; backbone/sjd.py) or "sequential" (one pass per
+# token). The one default of every entry point (draw, ask, the chat app, eval, demo);
+# the measurement that chose it is in docs/performance.md.
+IMAGE_DECODINGS = ("sjd", "sequential")
+IMAGE_DECODING = "sjd"
+
 
 def backbone_source() -> str | None:
     """The backbone the user asked for, or None for the embedded default.

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 Purpose = Literal["inference", "training"]
 # `auto` and what `Backbone.load` accepts (backbone.loading.PRECISIONS; a test keeps them
 # equal). Written out so that the command line's options need no torch import.
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "int8", "nf4")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "int8", "nf4", "int8wo")
 # Free GPU memory needed for bf16, as a multiple of the bf16 weights: training ~1.6x
 # (activations kept for the backward pass; the H200 anchors), answering ~1.1x (KV caches).
 MEMORY_FACTOR: dict[str, float] = {"training": 1.6, "inference": 1.1}

@@ -39,6 +39,7 @@ class Request:
     n: int = 1  # pictures to draw
     cfg_scale: float | None = None  # None: the backbone's own default
     temperature: float | None = None  # None: the modality's default
+    decoding: str | None = None  # how pictures are drawn ("sjd" | "sequential"); None: the backbone's default
     out: Path | None = None  # file or folder for what a modality writes
 
 

@@ -7,5 +7,8 @@ Knows nothing of concepts: learned tokens reach it only as `ExtraTokens`
 from __future__ import annotations
 
 from yoc_assistant.backbone.core import Backbone, ExtraTokens, GeneratedImages, GeneratedText
+from yoc_assistant.backbone.quantize import quiet_torchao_log
+
+quiet_torchao_log()
 
 __all__ = ["Backbone", "ExtraTokens", "GeneratedImages", "GeneratedText"]

@@ -53,23 +53,28 @@ def bench_prefill(bb: Backbone, length: int, repeats: int = 3) -> float:
 
 
 def bench_image(bb: Backbone, prompt: list[int], tokens: int, cfg_scale: float, n: int = 1,
-                fused: bool | None = None) -> dict[str, Any]:
+                fused: bool | None = None, decoding: str = "sequential") -> dict[str, Any]:
     """Draw `tokens` image tokens twice (warm-up, timed); per-token and per-image figures.
 
-    `fused` picks the decode step (None: the default for this backbone and device).
+    `fused` picks the decode step (None: the default for this backbone and device);
+    `decoding` sequential or sjd (then `passes` counts SJD's forward passes, prefill included;
+    its ms_per_token is the decode time spread over the tokens).
     """
     from yoc_assistant.backbone.generation import image_prompt
     from yoc_assistant.backbone.imagegen import sample_image_ids
+    from yoc_assistant.backbone.sjd import SJDStats
 
     full = image_prompt(bb, prompt, None, "prompt")
     uncond = None if cfg_scale == 1.0 else [int(bb.special.bos), int(bb.special.boi)]
     marks: dict[int, float] = {}
+    stats = [SJDStats()]  # the latest run's
 
     def run() -> torch.Tensor:
         marks.clear()
+        stats[0] = SJDStats()
         return sample_image_ids(
             bb, full, uncond, n=n, extra=None, cfg_scale=cfg_scale, temperature=1.0, top_p=0.9,
-            top_k=0, seeds=list(range(n)), tokens=tokens, fused=fused,
+            top_k=0, seeds=list(range(n)), tokens=tokens, fused=fused, decoding=decoding, stats=stats[0],
             on_progress=lambda done, total: marks.setdefault(done, time.perf_counter()))
 
     first, _ = _timed(bb, run)
@@ -80,11 +85,68 @@ def bench_image(bb: Backbone, prompt: list[int], tokens: int, cfg_scale: float, 
     prefill_s = marks[1] - start
     per_token = (end - marks[1]) / max(tokens - 1, 1)
     seq = int(bb.image_seq_length)
+    passes = stats[0].passes if decoding == "sjd" else tokens
     return {
-        "cfg_scale": cfg_scale, "images": n, "rows": n * (1 if uncond is None else 2),
-        "tokens": tokens, "first_call_s": round(first, 3),
+        "decoding": decoding, "cfg_scale": cfg_scale, "images": n, "rows": n * (1 if uncond is None else 2),
+        "tokens": tokens, "first_call_s": round(first, 3), "seconds": round(total, 4),
         "prefill_ms": round(prefill_s * 1000, 2), "ms_per_token": round(per_token * 1000, 3),
         "s_per_image": round(prefill_s + per_token * (seq - 1), 3),
+        "passes": passes, "passes_per_token": round(passes / tokens, 3),
+    }
+
+
+def bench_generate(bb: Backbone, prompt: list[int], tokens: int, cfg_scale: float) -> dict[str, Any]:
+    """The same image tokens with transformers' own `generate()` (static cache; only image
+    tokens allowed; CFG through its `guidance_scale` and an unconditional prompt), one image,
+    warm-up then timed. Upstream's forward masks the image logits, so its pictures are
+    noise: only the time is comparable."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from yoc_assistant.backbone.generation import image_prompt
+
+    device = bb.model.model.embed_tokens.weight.device
+    forbidden = torch.ones(int(bb.vocab_size), dtype=torch.bool, device=device)
+    forbidden[bb.image_vocab.bpe_ids.to(device)] = False
+
+    class ImageTokensOnly(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            return scores.masked_fill(forbidden[: scores.shape[-1]], float("-inf"))
+
+    ids = torch.tensor([image_prompt(bb, prompt, None, "prompt")], device=device)
+    kw: dict[str, Any] = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=True, top_p=0.9,
+                              top_k=0, temperature=1.0, pad_token_id=int(bb.special.pad),
+                              logits_processor=LogitsProcessorList([ImageTokensOnly()]),
+                              cache_implementation="static")
+    if cfg_scale != 1.0:
+        kw.update(guidance_scale=cfg_scale,
+                  negative_prompt_ids=torch.tensor([[int(bb.special.bos), int(bb.special.boi)]], device=device))
+    with torch.inference_mode():
+        first, _ = _timed(bb, lambda: bb.model.generate(input_ids=ids, **kw))
+        total, out = _timed(bb, lambda: bb.model.generate(input_ids=ids, **kw))
+    made = int(out.shape[1] - ids.shape[1])
+    return {"decoding": "transformers generate()", "cfg_scale": cfg_scale, "tokens": made,
+            "first_call_s": round(first, 3), "seconds": round(total, 4),
+            "ms_per_token": round(total / max(made, 1) * 1000, 3),
+            "s_per_image": round(total / max(made, 1) * int(bb.image_seq_length), 3),
+            "passes_per_token": 2.0 if cfg_scale != 1.0 else 1.0}
+
+
+def compare_decodings(bb: Backbone, prompt: list[int], tokens: int, cfg_scale: float,
+                      sequential: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SJD, the sequential loop and transformers' generate() on the same image, one run;
+    ratios are time(yoc) / time(baseline) (below 1: yoc is faster)."""
+    seq = sequential or bench_image(bb, prompt, tokens, cfg_scale=cfg_scale, decoding="sequential")
+    fast = bench_image(bb, prompt, tokens, cfg_scale=cfg_scale, decoding="sjd")
+    upstream = bench_generate(bb, prompt, tokens, cfg_scale)
+    keep = ("seconds", "ms_per_token", "s_per_image", "first_call_s", "passes_per_token")
+    return {
+        "cfg_scale": cfg_scale, "tokens": tokens,
+        "sjd": {k: fast[k] for k in keep}, "sequential": {k: seq[k] for k in keep},
+        "generate": {k: upstream[k] for k in keep},
+        "passes_per_image_sjd": round(fast["passes_per_token"] * int(bb.image_seq_length), 1),
+        "sjd_vs_sequential": round(fast["seconds"] / seq["seconds"], 3),
+        "sjd_vs_generate": round(fast["seconds"] / upstream["seconds"], 3),
+        "sequential_vs_generate": round(seq["seconds"] / upstream["seconds"], 3),
     }
 
 
@@ -138,8 +200,9 @@ def compare_steps(bb: Backbone, prompt: list[int], tokens: int, images: int,
 
 def run_bench(bb: Backbone, *, image_tokens: int | None = None, text_tokens: int = 32,
               images: int = 1, on_step: Callable[[str], None] | None = None,
-              compare: bool = True) -> dict[str, Any]:
-    """All figures for `bb` as one JSON-ready dict (`compare`: also time the other decode step)."""
+              compare: bool = True, decodings: bool = True) -> dict[str, Any]:
+    """All figures for `bb` as one JSON-ready dict (`compare`: also time the other decode step;
+    `decodings`: SJD vs sequential vs transformers' generate())."""
     from yoc_assistant.backbone.fused import fusable, fused_wanted
     from yoc_assistant.backbone.imagegen import compile_wanted
 
@@ -159,6 +222,10 @@ def run_bench(bb: Backbone, *, image_tokens: int | None = None, text_tokens: int
     result["prefill_ms"] = {str(n): round(bench_prefill(bb, n), 2) for n in (len(prompt), len(prompt) + seq + 2)}
     step("image tokens with CFG")
     result["image_cfg"] = bench_image(bb, prompt, tokens, cfg_scale=3.0, n=images)
+    if decodings:
+        step("image tokens with CFG: SJD, sequential, transformers generate()")
+        result["decoding_compare"] = compare_decodings(
+            bb, prompt, tokens, 3.0, sequential=result["image_cfg"] if images == 1 else None)
     step("image tokens without CFG")
     result["image_no_cfg"] = bench_image(bb, prompt, tokens, cfg_scale=1.0, n=images)
     if compare and fusable(bb):
@@ -171,6 +238,21 @@ def run_bench(bb: Backbone, *, image_tokens: int | None = None, text_tokens: int
     result["text"] = bench_text(bb, text_tokens)
     result["peak_memory"] = peak_memory_mb(bb)
     return result
+
+
+def bench_eight_bit(bb8: Backbone, tokens: int, reference: dict[str, Any]) -> dict[str, Any]:
+    """The CFG image (sequential and SJD) on the int8 weight-only twin of the benched backbone,
+    against the reference's sequential CFG figure (ratio = int8wo / reference)."""
+    prompt = bb8.prompt_ids([PROMPT])
+    seq = bench_image(bb8, prompt, tokens, cfg_scale=3.0, decoding="sequential")
+    fast = bench_image(bb8, prompt, tokens, cfg_scale=3.0, decoding="sjd")
+    keep = ("seconds", "ms_per_token", "s_per_image", "first_call_s", "passes_per_token")
+    from yoc_assistant.backbone.imagegen import compile_wanted
+
+    return {"precision": bb8.precision, "compiled_step": compile_wanted(bb8),
+            "sequential": {k: seq[k] for k in keep}, "sjd": {k: fast[k] for k in keep},
+            "vs_reference_sequential": round(seq["ms_per_token"] / max(reference["ms_per_token"], 1e-9), 3),
+            "reference_precision": reference.get("precision")}
 
 
 def table_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
@@ -187,11 +269,26 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append((f"{label}: ms / image token", f"{r['ms_per_token']:.2f} ms ({r['rows']} rows)"))
         rows.append((f"{label}: s / image ({result['image_seq_length']} tokens)",
                      f"{r['s_per_image']:.2f} s (first call {r['first_call_s']:.2f} s)"))
+    if "decoding_compare" in result:
+        dec = result["decoding_compare"]
+        rows.append(("image, CFG: passes / image",
+                     f"SJD {dec['passes_per_image_sjd']:.0f} ({dec['sjd']['passes_per_token']:.2f} per token), "
+                     f"sequential {result['image_seq_length']}, generate() {2 * result['image_seq_length']}"))
+        rows.append(("SJD / sequential / generate()",
+                     f"{dec['sjd']['seconds']:.3f} / {dec['sequential']['seconds']:.3f} / "
+                     f"{dec['generate']['seconds']:.3f} s for {dec['tokens']} tokens (SJD x{dec['sjd_vs_sequential']:.2f} "
+                     f"of sequential, x{dec['sjd_vs_generate']:.2f} of generate(); sequential "
+                     f"x{dec['sequential_vs_generate']:.2f} of generate())"))
     if "step_compare" in result:
         cmp = result["step_compare"]
-        rows.append(("image, CFG 3.0: fused vs HF-module step",
+        rows.append(("CFG: fused vs HF-module step",
                      f"{cmp['fused']['ms_per_token']:.2f} vs {cmp['unfused']['ms_per_token']:.2f} ms / token "
                      f"(x{cmp['speedup']:.2f})"))
+    if "eight_bit" in result:
+        eb = result["eight_bit"]
+        rows.append(("image, CFG, int8wo: ms / token",
+                     f"sequential {eb['sequential']['ms_per_token']:.2f}, SJD {eb['sjd']['ms_per_token']:.2f} "
+                     f"(sequential x{eb['vs_reference_sequential']:.2f} of {eb['reference_precision']})"))
     if result["vq_decode_ms"] is not None:
         rows.append(("VQ decode, per call", f"{result['vq_decode_ms']:.1f} ms"))
     rows.append(("text", f"{text['tokens_per_s']:.1f} tokens/s ({text['tokens']} tokens)"))

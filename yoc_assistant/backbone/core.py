@@ -61,6 +61,8 @@ class GeneratedImages:
     ids: torch.Tensor  # LongTensor [n, image_seq_length], image-token BPE ids
     images: list[Image.Image] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
+    decoding: str = "sequential"  # "sjd" | "sequential"
+    passes: int = 0  # forward passes of the batch (the prefill counts as one)
 
 
 ProgressFn = Callable[[int, int], None]  # (done, total)
@@ -187,11 +189,13 @@ class Backbone:
                         temperature: float = 1.0, top_p: float = 0.9, top_k: int = 0,
                         seed: int | None = None, on_progress: ProgressFn | None = None,
                         uncond_ids: Sequence[int] | None = None,
-                        decode: bool = True) -> GeneratedImages:
-        """`cfg_scale` None: the checkpoint's own (`self.cfg_scale`)."""
+                        decode: bool = True, decoding: str | None = None) -> GeneratedImages:
+        """`cfg_scale` None: the checkpoint's own (`self.cfg_scale`); `decoding` None: the
+        default ("sjd" or "sequential", `imagegen.DEFAULT_DECODING`)."""
         from yoc_assistant.backbone.generation import generate_images
 
         return generate_images(self, prompt_ids, n=n, extra=extra,
                                cfg_scale=self.cfg_scale if cfg_scale is None else cfg_scale,
                                temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
-                               on_progress=on_progress, uncond_ids=uncond_ids, decode=decode)
+                               on_progress=on_progress, uncond_ids=uncond_ids, decode=decode,
+                               decoding=decoding)

@@ -217,13 +217,21 @@ def generate_images(bb: Backbone, prompt_ids: Sequence[int], *, n: int = 1,
                     temperature: float = 1.0, top_p: float = 0.9, top_k: int = 0,
                     seed: int | None = None, on_progress: Callable[[int, int], None] | None = None,
                     uncond_ids: Sequence[int] | None = None, decode: bool = True,
-                    compiled: bool | None = None) -> GeneratedImages:
+                    compiled: bool | None = None, decoding: str | None = None) -> GeneratedImages:
     """Draw `n` images in one batch. Image i samples from its own stream seeded
     `seed + i` (recorded in `.seeds`), so any image can be redrawn alone.
 
     cfg_scale 1.0 turns guidance off (no unconditional rows). `uncond_ids` replaces
     the default unconditional prompt [BOS] (BOI is appended); it may not hold extra ids.
+    `decoding`: "sjd" or "sequential" (None: `imagegen.DEFAULT_DECODING`); both draw from
+    the same distribution, SJD with fewer forward passes (`.passes`).
     """
+    from yoc_assistant.backbone.imagegen import DECODINGS, DEFAULT_DECODING, sample_image_ids
+    from yoc_assistant.backbone.sjd import SJDStats
+
+    decoding = DEFAULT_DECODING if decoding is None else decoding
+    if decoding not in DECODINGS:
+        raise UserInputError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
     if not isinstance(n, int) or n < 1:
         raise UserInputError(f"n (number of images) must be a positive integer, got {n!r}")
     check_options(temperature, top_p, top_k)
@@ -236,10 +244,11 @@ def generate_images(bb: Backbone, prompt_ids: Sequence[int], *, n: int = 1,
         uncond = image_prompt(bb, base, None, "unconditional prompt")
     base_seed = secrets.randbits(31) if seed is None else int(seed)
     seeds = [base_seed + i for i in range(n)]
-    from yoc_assistant.backbone.imagegen import sample_image_ids
-
+    stats = SJDStats()
     ids = sample_image_ids(bb, prompt, uncond, n=n, extra=extra, cfg_scale=float(cfg_scale),
                            temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
-                           seeds=seeds, on_progress=on_progress, compiled=compiled)
+                           seeds=seeds, on_progress=on_progress, compiled=compiled, decoding=decoding,
+                           stats=stats)
     images = bb.decode_images(ids) if decode else []
-    return GeneratedImages(ids=ids, images=images, seeds=seeds)
+    passes = stats.passes if decoding == "sjd" else int(ids.shape[1])
+    return GeneratedImages(ids=ids, images=images, seeds=seeds, decoding=decoding, passes=passes)

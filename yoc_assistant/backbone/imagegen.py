@@ -38,7 +38,8 @@ CAPACITY_STEP = 64  # cache length is rounded up to this, so nearby prompt lengt
 # Every engine (rows x capacity) and sampling setup is one more compile of the same `_step`;
 # past dynamo's default limit of 8 it would silently run eagerly (several times slower).
 RECOMPILE_LIMIT = 64
-_COMPILABLE = {"bf16", "fp16", "fp32"}
+_COMPILABLE = {"bf16", "fp16", "fp32", "int8wo"}  # int8wo: compile is what makes it fast
+DECODINGS, DEFAULT_DECODING = settings.IMAGE_DECODINGS, settings.IMAGE_DECODING
 
 
 def compile_wanted(bb: Backbone) -> bool:
@@ -95,6 +96,7 @@ class ImageEngine:
         self.fused_layers = fusing.fuse(bb) if fused else None
         self.compiled = compiled
         self.step_fn: Callable[..., None] = self._step
+        self.window_fn: Callable[..., Any] | None = None  # the compiled SJD pass, made on first use
         if compiled:
             # Fixed addresses: CUDA graphs then read these in place instead of copying them in.
             for t in (self.valid, self.pads, self.slots, self.feed, self.out, self.img_ids, self.img_rows):
@@ -106,6 +108,25 @@ class ImageEngine:
             config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
             mode = settings.compile_mode()  # reduce-overhead, or max-autotune
             self.step_fn = torch.compile(self._step, mode=mode, dynamic=False)
+
+    def sjd_pass(self) -> Callable[..., Any] | None:
+        """The SJD window pass compiled for this engine (None: eager)."""
+        if not self.compiled:
+            return None
+        if self.window_fn is None:
+            from yoc_assistant.backbone import sjd
+
+            mode = os.environ.get("YOC_COMPILE_MODE", "reduce-overhead")
+            compiled = torch.compile(sjd.window_pass, mode=mode, dynamic=False)
+
+            def run(*args: Any) -> Any:
+                try:
+                    return compiled(*args)
+                except Exception as err:
+                    raise CompiledStepFailed(str(err)) from err
+
+            self.window_fn = run
+        return self.window_fn
 
     # -- pieces of the step ---------------------------------------------------------
     def mask(self, allowed: torch.Tensor) -> torch.Tensor:
@@ -206,7 +227,9 @@ def sample_image_ids(bb: Backbone, prompt: list[int], uncond: list[int] | None, 
                      extra: ExtraTokens | None, cfg_scale: float, temperature: float, top_p: float,
                      top_k: int, seeds: Sequence[int], on_progress: Callable[[int, int], None] | None,
                      compiled: bool | None = None, record: list[torch.Tensor] | None = None,
-                     tokens: int | None = None, fused: bool | None = None) -> torch.Tensor:
+                     tokens: int | None = None, fused: bool | None = None,
+                     decoding: str = "sequential", window: int | None = None,
+                     stats: Any = None) -> torch.Tensor:
     """Image-token ids [n, image_seq_length] (on the CPU). `prompt` ends with BOI.
 
     `uncond` (ending with BOI) turns CFG on; None turns it off. `record`, if given,
@@ -214,8 +237,14 @@ def sample_image_ids(bb: Backbone, prompt: list[int], uncond: list[int] | None, 
     full recompute); it forces the eager path. `tokens` draws fewer tokens than an
     image has (benchmarks only: the result is not a decodable image). `fused` picks
     the fused decode step (None: `fused.fused_wanted`; True is ignored where the
-    weights cannot be fused, e.g. int8/nf4).
+    weights cannot be fused, e.g. int8/nf4). `decoding` is "sequential" or "sjd"
+    (`window` drafts per pass, `stats` an `sjd.SJDStats` that receives the pass count;
+    with SJD, `record` receives one [total, K] tensor per image).
     """
+    from yoc_assistant.backbone import sjd
+
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
     total = int(bb.image_seq_length) if tokens is None else int(tokens)
     compiled = compile_wanted(bb) if compiled is None else compiled
     fused = fusing.fused_wanted(bb) if fused is None else (fused and fusing.fusable(bb))
@@ -223,10 +252,15 @@ def sample_image_ids(bb: Backbone, prompt: list[int], uncond: list[int] | None, 
         compiled = False
     rows = [prompt] * n + ([uncond] * n if uncond is not None else [])
     needed = max(len(r) for r in rows) + total
+    setup: dict[str, Any] = {"decoding": decoding, "stats": stats}
+    if decoding == "sjd":
+        setup["window"] = sjd.DEFAULT_WINDOW if window is None else max(1, int(window))
+        needed += sjd.extra_capacity(setup["window"])
+        fused = False  # the SJD pass feeds several tokens per row: the HF modules' path
     with _lock(bb):
         return _sample(bb, rows, total, needed, compiled, fused, n=n, extra=extra, cfg_scale=cfg_scale,
                        temperature=temperature, top_p=top_p, top_k=top_k, seeds=seeds,
-                       on_progress=on_progress, record=record)
+                       on_progress=on_progress, record=record, setup=setup)
 
 
 def _lock(bb: Backbone) -> threading.Lock:
@@ -240,11 +274,12 @@ def _lock(bb: Backbone) -> threading.Lock:
 def _sample(bb: Backbone, rows: list[list[int]], total: int, needed: int, compiled: bool, fused: bool, *, n: int,
             extra: ExtraTokens | None, cfg_scale: float, temperature: float, top_p: float, top_k: int,
             seeds: Sequence[int], on_progress: Callable[[int, int], None] | None,
-            record: list[torch.Tensor] | None) -> torch.Tensor:
+            record: list[torch.Tensor] | None, setup: dict[str, Any]) -> torch.Tensor:
     try:
         engine = get_engine(bb, len(rows), needed, compiled, fused)
         return _run(engine, rows, total, n=n, extra=extra, cfg_scale=cfg_scale, temperature=temperature,
-                    top_p=top_p, top_k=top_k, seeds=seeds, on_progress=on_progress, record=record)
+                    top_p=top_p, top_k=top_k, seeds=seeds, on_progress=on_progress, record=record,
+                    setup=setup)
     except CompiledStepFailed as failure:  # a compiler failure must not cost the user the picture
         err = failure.__cause__
         log.warning("compiled image decoding failed (%s: %s); decoding without compile",
@@ -252,25 +287,39 @@ def _sample(bb: Backbone, rows: list[list[int]], total: int, needed: int, compil
         bb._yoc_image_engine = None
         engine = get_engine(bb, len(rows), needed, False, fused)
         return _run(engine, rows, total, n=n, extra=extra, cfg_scale=cfg_scale, temperature=temperature,
-                    top_p=top_p, top_k=top_k, seeds=seeds, on_progress=on_progress, record=record)
+                    top_p=top_p, top_k=top_k, seeds=seeds, on_progress=on_progress, record=record,
+                    setup=setup)
 
 
-def _run(engine: ImageEngine, rows: list[list[int]], total: int, *, n: int, extra: ExtraTokens | None,
-         cfg_scale: float, temperature: float, top_p: float, top_k: int, seeds: Sequence[int],
-         on_progress: Callable[[int, int], None] | None,
-         record: list[torch.Tensor] | None) -> torch.Tensor:
-    device = engine.device
-    cfg = len(rows) > n
-    width = int(engine.img_ids.numel())
-    greedy = temperature <= 0
-    # Values the step reads as tensors, so changing them never recompiles.
-    knobs: dict[str, Any] = {
-        "n": n, "cfg": cfg, "greedy": greedy,
+def sampling_knobs(device: torch.device, *, n: int, cfg: bool, width: int, cfg_scale: float,
+                   temperature: float, top_p: float, top_k: int) -> dict[str, Any]:
+    """What the step reads besides the cache: flags, and values as tensors (changing them never
+    recompiles)."""
+    return {
+        "n": n, "cfg": cfg, "greedy": temperature <= 0,
         "top_k": top_k if 0 < top_k < width else 0, "use_top_p": top_p < 1.0,
         "scale": torch.tensor(float(cfg_scale), device=device),
         "temperature": torch.tensor(max(float(temperature), 1e-6), device=device),
         "top_p": torch.tensor(float(top_p), device=device),
     }
+
+
+def _run(engine: ImageEngine, rows: list[list[int]], total: int, *, n: int, extra: ExtraTokens | None,
+         cfg_scale: float, temperature: float, top_p: float, top_k: int, seeds: Sequence[int],
+         on_progress: Callable[[int, int], None] | None,
+         record: list[torch.Tensor] | None, setup: dict[str, Any]) -> torch.Tensor:
+    device = engine.device
+    cfg = len(rows) > n
+    width = int(engine.img_ids.numel())
+    greedy = temperature <= 0
+    knobs = sampling_knobs(device, n=n, cfg=cfg, width=width, cfg_scale=cfg_scale, temperature=temperature,
+                           top_p=top_p, top_k=top_k)
+    if setup["decoding"] == "sjd":
+        from yoc_assistant.backbone import sjd
+
+        return sjd.sample(engine, rows, total, n=n, extra=extra, knobs=knobs, seeds=seeds,
+                          on_progress=on_progress, window=setup["window"], stats=setup["stats"],
+                          record=record, pass_fn=engine.sjd_pass())
     noise = (torch.zeros(total, n, 1, device=device) if greedy  # unused by greedy steps
              else draw_noise(seeds, total, width, device))
     prompt_len = max(len(r) for r in rows)

@@ -23,7 +23,7 @@ import torch
 from yoc_assistant.backbone.core import Backbone
 from yoc_assistant.errors import BackboneError, NotFoundError, UserInputError
 
-PRECISIONS = ("fp32", "bf16", "int8", "nf4")
+PRECISIONS = ("fp32", "bf16", "int8", "nf4", "int8wo")  # int8wo: weight-only int8 (quantize.py)
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
@@ -281,7 +281,13 @@ def _quantization(precision: str, device: torch.device) -> Any:
 def _load_model(folder: Path, config: Any, precision: str, device: torch.device) -> Any:
     from transformers import ChameleonForConditionalGeneration
 
-    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    from yoc_assistant.backbone.quantize import (
+        WEIGHT_ONLY_PRECISIONS,
+        compute_dtype,
+        quantize_weight_only,
+    )
+
+    dtype = compute_dtype(precision, device)
     # use_safetensors: never fall back to pickled weights, even if a folder has both.
     kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": str(device)}, "use_safetensors": True,
                               "local_files_only": True}
@@ -304,6 +310,8 @@ def _load_model(folder: Path, config: Any, precision: str, device: torch.device)
     vq.load_state_dict({k: upstream[k].float() for k in own}, strict=True)
     model.eval()
     model.requires_grad_(False)
+    if precision in WEIGHT_ONLY_PRECISIONS:
+        quantize_weight_only(model)
     return model
 
 
@@ -373,6 +381,7 @@ def _load_processing(folder: Path, image_processor: bool = True) -> tuple[Any, A
 
 def _assemble(model: Any, tokenizer: Any, image_processor: Any, folder: Path, name: str, source: str,
               precision: str, device: torch.device, shapes: dict[str, Any]) -> Backbone:
+    from yoc_assistant.backbone.quantize import compute_dtype
     from yoc_assistant.backbone.vocab import ImageVocab, special_tokens
 
     config = model.config
@@ -392,7 +401,7 @@ def _assemble(model: Any, tokenizer: Any, image_processor: Any, folder: Path, na
     bb.name = name
     bb.precision = precision
     bb.device = device
-    bb.dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    bb.dtype = compute_dtype(precision, device)
     bb.fingerprint = fingerprint(vocab, bb.hidden_size, vocab_size)
     bb.has_decoder = any(k.startswith(DECODER_PREFIX) for k in shapes)
     bb.checkpoint_dir = folder

@@ -53,15 +53,20 @@ def synthetic_backbone(shape: str = "anole-7b", precision: str = "bf16", device:
 
     from yoc_assistant.backbone.core import Backbone
     from yoc_assistant.backbone.loading import fingerprint, pick_device
+    from yoc_assistant.backbone.quantize import (
+        WEIGHT_ONLY_PRECISIONS,
+        compute_dtype,
+        quantize_weight_only,
+    )
     from yoc_assistant.backbone.vocab import ImageVocab, special_tokens
 
     if shape not in SHAPES:
         raise UserInputError(f"unknown synthetic shape {shape!r}: use one of {', '.join(SHAPES)}")
-    if precision not in ("bf16", "fp32"):
-        raise UserInputError(f"a synthetic backbone is bf16 or fp32, not {precision}")
+    if precision not in ("bf16", "fp32", *WEIGHT_ONLY_PRECISIONS):
+        raise UserInputError(f"a synthetic backbone is bf16, fp32 or int8wo, not {precision}")
     hidden, layers, heads, inter, size, n_img, side = SHAPES[shape]
     dev = pick_device(device)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = compute_dtype(precision, dev)
     vocab = _vocabulary(size, n_img)
     config = ChameleonConfig(vocab_size=size, hidden_size=hidden, num_hidden_layers=layers,
                              num_attention_heads=heads, num_key_value_heads=heads,
@@ -77,6 +82,8 @@ def synthetic_backbone(shape: str = "anole-7b", precision: str = "bf16", device:
     finally:
         torch.set_default_dtype(previous)
     model.eval().requires_grad_(False)
+    if precision in WEIGHT_ONLY_PRECISIONS:
+        quantize_weight_only(model)
     tokenizer = _tokenizer(vocab)
     bb = Backbone.__new__(Backbone)
     bb.model, bb.tokenizer, bb.image_processor = model, tokenizer, None

@@ -33,11 +33,13 @@ from yoc_assistant.cli.runtime import open_backbone, precision_option, status
 @click.option("--train", "with_train", is_flag=True, help="Also time soft-prompt training steps.")
 @click.option("--compare/--no-compare", default=True, show_default=True,
               help="Also time the CFG image with the other decode step (fused vs HF modules).")
+@click.option("--eight-bit/--no-eight-bit", "eight_bit", default=True, show_default=True,
+              help="Also time the CFG image on the same model with int8 weight-only weights (int8wo).")
 @click.option("--quiet", "-q", is_flag=True, help="No notes on stderr.")
 @json_option
 def bench(source: str | None, synthetic: str | None, precision: str, device: str | None, image_tokens: int | None,
-          text_tokens: int, n_images: int, threads: int | None, with_train: bool, compare: bool, quiet: bool,
-          as_json: bool) -> None:
+          text_tokens: int, n_images: int, threads: int | None, with_train: bool, compare: bool,
+          eight_bit: bool, quiet: bool, as_json: bool) -> None:
     """Measure prefill, image-token and text speed, seconds per image and peak memory."""
     from yoc_assistant.app.backbones import auto_precision, tune_cpu_threads
     from yoc_assistant.backbone.bench import run_bench
@@ -65,10 +67,38 @@ def bench(source: str | None, synthetic: str | None, precision: str, device: str
     if with_train:
         on_step("training")
         result["train"] = _bench_train(bb)
+    if eight_bit and bb.precision in ("bf16", "fp32"):
+        on_step("image tokens with CFG, int8 weight-only")
+        dev, loaded = str(bb.device), str(bb.source)
+        del bb  # the float model leaves memory before its int8 twin is built
+        result["eight_bit"] = _bench_eight_bit(synthetic, loaded, dev, result)
     if as_json:
         print_json(result)
     else:
         _print_table(result)
+
+
+def _bench_eight_bit(synthetic: str | None, source: str, dev: str, result: Any) -> Any:
+    """The int8wo twin of the benched model."""
+    import gc
+
+    import torch
+
+    from yoc_assistant.backbone import Backbone
+    from yoc_assistant.backbone.bench import bench_eight_bit
+
+    tokens = result["image_cfg"]["tokens"]
+    reference = {**result["image_cfg"], "precision": result["precision"]}
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if synthetic is not None:
+        from yoc_assistant.backbone.synthetic import synthetic_backbone
+
+        bb8 = synthetic_backbone(synthetic, precision="int8wo", device=dev)
+    else:
+        bb8 = Backbone.load(source, precision="int8wo", device=dev)
+    return bench_eight_bit(bb8, tokens, reference)
 
 
 def _bench_train(bb: Any) -> Any:

@@ -11,6 +11,7 @@ import click
 from yoc_assistant.cli.output import print_json, progress, quiet_option, warn
 from yoc_assistant.cli.runtime import open_backbone, open_library, precision_option
 from yoc_assistant.safetext import printable
+from yoc_assistant.settings import IMAGE_DECODING, IMAGE_DECODINGS
 
 
 def _load_images(paths: tuple[Path, ...]) -> list[Any]:
@@ -119,13 +120,16 @@ def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, se
               help="How many pictures.")
 @click.option("--cfg", "cfg", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Classifier-free guidance scale (1.0 = off; default: the backbone's, 3.0 for Anole).")
+@click.option("--decoding", type=click.Choice(IMAGE_DECODINGS), default=IMAGE_DECODING, show_default=True,
+              help="sjd: several image tokens per forward pass (speculative Jacobi decoding, the same "
+                   "pictures' distribution); sequential: one pass per token.")
 @click.option("--explain", is_flag=True,
               help="Also show what the router would have chosen, with probabilities.")
 @quiet_option
 @precision_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def draw(text: str, out: Path | None, seed: int | None, n: int, cfg: float | None, explain: bool,
-         quiet: bool, precision: str, as_json: bool) -> None:
+def draw(text: str, out: Path | None, seed: int | None, n: int, cfg: float | None, decoding: str,
+         explain: bool, quiet: bool, precision: str, as_json: bool) -> None:
     """Draw TEXT (mention concepts as <name>) to PNG files and print their paths."""
     from yoc_assistant.assistant import Request
 
@@ -135,7 +139,7 @@ def draw(text: str, out: Path | None, seed: int | None, n: int, cfg: float | Non
         routed, _ = assistant.route(Request(text=text))
         if not as_json:
             click.echo(routed.explain(), err=True)
-    request = Request(text=text, mode="image", seed=seed, n=n, cfg_scale=cfg, out=out)
+    request = Request(text=text, mode="image", seed=seed, n=n, cfg_scale=cfg, out=out, decoding=decoding)
     with progress(f"Drawing {n} picture{'s' if n > 1 else ''}", quiet=quiet or as_json) as on_progress:
         response = assistant.respond(request, on_progress=on_progress)
     if as_json:

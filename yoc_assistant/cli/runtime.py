@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 __all__ = ["NOISE_WARNING", "open_backbone", "open_library", "precision_option", "status"]
 
 PRECISION_HELP = ("Backbone weights: auto = fp32 on a CPU; on a GPU bf16 when it fits "
-                  "(with room to train, for training), else int8.")
+                  "(with room to train, for training), else int8. int8wo = int8 weights with fast "
+                  "decoding (torchao); int8/nf4 = bitsandbytes (memory for training).")
 
 
 def precision_option(fn: Callable[..., Any]) -> Callable[..., Any]:

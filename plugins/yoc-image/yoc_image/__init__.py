@@ -40,7 +40,7 @@ class ImageModality(Modality):
         result = ctx.backbone.generate_images(
             ctx.forced_prompt(self.group), n=n, extra=ctx.extra, cfg_scale=request.cfg_scale,
             temperature=TEMPERATURE if request.temperature is None else request.temperature,
-            seed=request.seed, on_progress=ctx.on_progress,
+            seed=request.seed, on_progress=ctx.on_progress, decoding=getattr(request, "decoding", None),
         )
         seeds = list(result.seeds) or [request.seed] * n
         for i, (image, path) in enumerate(zip(result.images, paths, strict=True)):
