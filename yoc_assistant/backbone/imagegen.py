@@ -116,7 +116,7 @@ class ImageEngine:
         if self.window_fn is None:
             from yoc_assistant.backbone import sjd
 
-            mode = os.environ.get("YOC_COMPILE_MODE", "reduce-overhead")
+            mode = settings.compile_mode()
             compiled = torch.compile(sjd.window_pass, mode=mode, dynamic=False)
 
             def run(*args: Any) -> Any:
