@@ -14,7 +14,13 @@ from safetensors import safe_open
 
 from yoc_assistant import Backbone
 from yoc_assistant.errors import UserInputError
-from yoc_assistant.personalize.batches import Schedule, collate, per_task_loss
+from yoc_assistant.personalize.batches import (
+    Schedule,
+    collate,
+    lr_at,
+    per_task_loss,
+    task_balanced_loss,
+)
 from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
 from yoc_assistant.personalize.data import Example
 from yoc_assistant.personalize.trainer import (
@@ -76,6 +82,48 @@ def test_per_task_loss_averages_each_task_then_across_tasks() -> None:
     assert torch.allclose(loss, (tok0 + tok1.mean()) / 2)
     pooled = torch.cat([tok0.view(1), tok1]).mean()
     assert not torch.allclose(loss, pooled)  # not one average over all tokens
+
+
+def test_the_shared_loss_per_example_is_the_toy_trainers() -> None:
+    """toyworld/train_backbone.py averages per example, then per task, then across tasks."""
+    from yoc_assistant.toyworld.train_backbone import example_balanced_loss
+
+    torch.manual_seed(1)
+    ce = torch.rand(4, 5)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 1, 0, 0], [1, 0, 0, 0, 1]])
+    weight = mask.float() * torch.tensor([1.0, 3.0, 1.0, 1.0, 2.0])
+    task = torch.tensor([0, 0, 1, 2])
+    loss, per_task = example_balanced_loss(ce * mask, mask, task, 3, weight)
+    per_example = (ce * mask * weight).sum(1) / weight.sum(1)
+    expected = {0: per_example[:2].mean(), 1: per_example[2], 2: per_example[3]}
+    assert per_task == pytest.approx({t: float(v) for t, v in expected.items()})
+    assert torch.allclose(loss, torch.stack(list(expected.values())).mean())
+    # Per token (the concept trainer), a task's tokens pool: example 1's five tokens weigh more.
+    tok_loss, means, _ = task_balanced_loss(ce[mask.bool()], task.unsqueeze(1).expand_as(mask)[mask.bool()], 3)
+    assert torch.allclose(means[0], ce[:2][mask[:2].bool()].mean())
+    assert not torch.allclose(means[0], expected[0])
+
+
+def test_lr_schedule_and_clipping_reach_the_optimizer(bb: Backbone) -> None:
+    """Adam's first step moves each row entry by about lr (sign of the gradient), so the
+    largest change shows the lr that step used; clipping the gradient to ~0 leaves only
+    eps-sized moves."""
+    assert [round(lr_at(s, 100, 1.0, warmup=10), 3) for s in (0, 9, 10, 99)] == [0.1, 1.0, 1.0, 0.05]
+    examples = make_examples(bb, n_images=2, img_len=6)
+    vec = ConceptVectors.initialize(bb, "bo", GROUPS, seed=3)
+
+    def first_move(**options: object) -> float:
+        config = TrainConfig(max_steps=1, batch_size=4, lr=1e-2, **options)  # type: ignore[arg-type]
+        rows = train_concept(bb, vec, examples, config).vectors.input_rows
+        return float((rows - vec.input_rows).abs().max())
+
+    assert first_move() == pytest.approx(1e-2, rel=0.01)
+    assert first_move(lr_schedule="cosine", warmup_steps=10) == pytest.approx(1e-3, rel=0.01)
+    assert first_move(clip_grad_norm=1e-12) < 1e-4
+    with pytest.raises(UserInputError, match="lr schedule"):
+        TrainConfig(lr_schedule="linear").validate()
+    with pytest.raises(UserInputError, match="clip-grad-norm"):
+        TrainConfig(clip_grad_norm=0.0).validate()
 
 
 def test_collate_pads_to_the_longest_in_the_batch() -> None:

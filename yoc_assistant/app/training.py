@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from yoc_assistant.personalize.checkpoints import clear_run_dir
 from yoc_assistant.personalize.concept import DEFAULT_GROUPS, ConceptVectors
 from yoc_assistant.personalize.prepare import (
     build_examples,
@@ -29,8 +30,6 @@ from yoc_assistant.personalize.prepare import (
     vectors_file,
 )
 from yoc_assistant.personalize.trainer import (
-    BEST_FILE,
-    CHECKPOINT_PREFIX,
     EventFn,
     TrainConfig,
     TrainEvent,
@@ -66,11 +65,6 @@ class TrainOutcome:
         out["final_loss"] = self.losses[-1] if self.losses else None
         out.pop("losses")
         return out
-
-
-def _clear_run_dir(run_dir: Path) -> None:
-    for path in list(run_dir.glob(f"{CHECKPOINT_PREFIX}*.safetensors")) + [run_dir / BEST_FILE]:
-        path.unlink(missing_ok=True)
 
 
 class _RunRecorder:
@@ -163,7 +157,7 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
     note(eval_notes)
     run_dir = library.concept_runs_dir(name)
     if not resume and run_id is not None:
-        _clear_run_dir(run_dir)
+        clear_run_dir(run_dir)
     recorder = _RunRecorder(library, run_id, on_event) if run_id is not None else on_event
     result = train_concept(bb, vectors, examples, replace(config, precision=bb.precision),
                            run_dir=run_dir, on_event=recorder, cancel=cancel, resume=resume,
@@ -220,7 +214,8 @@ def config_from_options(options: dict[str, Any]) -> TrainConfig:
                "grad_accum": "grad_accum", "precision": "precision", "seed": "seed",
                "gradient_checkpointing": "gradient_checkpointing", "checkpoint_every": "checkpoint_every",
                "eval_every": "eval_every", "init_from_photos": "init_from_photos",
-               "mirror_photos": "mirror_photos"}
+               "mirror_photos": "mirror_photos", "lr_schedule": "lr_schedule",
+               "warmup_steps": "warmup_steps", "clip_grad_norm": "clip_grad_norm"}
     unknown = set(options) - set(mapping)
     if unknown:
         raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")

@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 @click.option("--batch-size", type=click.IntRange(min=1), help="Examples per step (default 4).")
 @click.option("--grad-accum", type=click.IntRange(min=1),
               help="Micro-batches per optimizer step (default 1).")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]),
+              help="constant (default), or cosine: warmup, then decay to 5% of --lr.")
+@click.option("--warmup-steps", type=click.IntRange(min=0), help="Warmup steps of the cosine schedule (default 0).")
+@click.option("--clip-grad-norm", type=click.FloatRange(min=0, min_open=True),
+              help="Clip the rows' gradient to this L2 norm (default: no clipping).")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
               help="Recompute activations in the backward pass: less memory, ~35% slower.")
 @precision_option
@@ -47,8 +52,10 @@ if TYPE_CHECKING:
 @json_option
 @quiet_option
 def train(name: str, epochs: int | None, steps: int | None, lr: float | None, batch_size: int | None,
-          grad_accum: int | None, gradient_checkpointing: bool | None, precision: str, resume: bool,
-          seed: int | None, blank_init: bool, no_mirror: bool, as_json: bool, quiet: bool) -> None:
+          grad_accum: int | None, lr_schedule: str | None, warmup_steps: int | None,
+          clip_grad_norm: float | None, gradient_checkpointing: bool | None, precision: str,
+          resume: bool, seed: int | None, blank_init: bool, no_mirror: bool, as_json: bool,
+          quiet: bool) -> None:
     """Train (or retrain) concept NAME. Ctrl-C stops after the current step; --resume continues."""
     from yoc_assistant.errors import UserInputError
     from yoc_assistant.library import Library
@@ -62,7 +69,9 @@ def train(name: str, epochs: int | None, steps: int | None, lr: float | None, ba
                                  f"`yoc add-concept PHOTOS --name {concept.name}`")
         outcome = train_with_progress(
             lib, name, resume=resume, quiet=quiet or as_json, epochs=epochs, steps=steps, lr=lr,
-            batch_size=batch_size, grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,
+            batch_size=batch_size, grad_accum=grad_accum, lr_schedule=lr_schedule,
+            warmup_steps=warmup_steps, clip_grad_norm=clip_grad_norm,
+            gradient_checkpointing=gradient_checkpointing,
             precision=precision, seed=seed, init_from_photos=False if blank_init else None,
             mirror_photos=False if no_mirror else None)
     finally:

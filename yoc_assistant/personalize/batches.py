@@ -1,5 +1,5 @@
 """Batches for the trainer: the data order (a pure function of seed and epoch),
-length bucketing, padding, and the per-task loss.
+length bucketing, padding, the per-task loss and the learning-rate schedule.
 
 Examples: any objects with `ids`, `labels` (same length; -100 = no loss; `labels[t]`
 is the target at position t, so the logits at t-1 predict it) and `task`.
@@ -91,28 +91,62 @@ def collate(examples: Sequence[ExampleLike], pad_id: int, tasks: Sequence[str],
             "task": task.to(device)}
 
 
+def task_balanced_loss(token_loss: torch.Tensor, token_task: torch.Tensor, n_tasks: int, *,
+                       token_weight: torch.Tensor | None = None,
+                       token_example: torch.Tensor | None = None,
+                       example_task: torch.Tensor | None = None,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, per-task mean losses [n_tasks], per-task counts [n_tasks]) of the supervised
+    tokens' losses [N]: the mean over the tasks present of each task's mean, so a short
+    task (a yes/no answer) weighs as much as a long one (a picture's tokens).
+
+    A task's mean is over its tokens (weighted by `token_weight`, default 1), or, given
+    `token_example` [N] (each token's example) and `example_task` [B], over its examples
+    of each example's weighted token mean (the toy backbone's trainer). Counts are token
+    weights, or examples. Used by the concept trainer and `toyworld/train_backbone.py`."""
+    device = token_loss.device
+    weight = torch.ones_like(token_loss) if token_weight is None else token_weight.float()
+    if token_example is None:
+        values, counted, groups = token_loss * weight, weight, token_task
+    else:
+        if example_task is None:
+            raise ValueError("token_example needs example_task")
+        n_examples = int(example_task.shape[0])
+        ex_sum = torch.zeros(n_examples, device=device).index_add(0, token_example, token_loss * weight)
+        ex_weight = torch.zeros(n_examples, device=device).index_add(0, token_example, weight)
+        values = ex_sum / ex_weight.clamp(min=1e-6)
+        counted, groups = torch.ones_like(values), example_task
+    sums = torch.zeros(n_tasks, device=device, dtype=torch.float32).index_add(0, groups, values)
+    counts = torch.zeros(n_tasks, device=device, dtype=torch.float32).index_add(0, groups, counted)
+    present = counts > 0
+    means = torch.where(present, sums / counts.clamp(min=1), torch.zeros_like(sums))
+    return means[present].mean(), means.detach(), counts.detach()
+
+
 def per_task_loss(hidden: torch.Tensor, labels: torch.Tensor, task: torch.Tensor, n_tasks: int,
                   logits_fn: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, per-task mean losses [n_tasks], per-task token counts [n_tasks]).
+    """`task_balanced_loss` of a batch's token cross-entropy, each token counted once.
 
-    Logits are computed only at supervised positions (position t-1 predicts labels[t]).
-    The loss is the mean over tasks present of each task's mean token loss.
-    """
+    Logits are computed only at supervised positions (position t-1 predicts labels[t]):
+    the head is the largest matrix, and most positions carry no loss."""
     target = labels[:, 1:]
     picked = target != IGNORE
     states = hidden[:, :-1][picked]
-    tok_task = task.unsqueeze(1).expand_as(target)[picked]
     if states.shape[0] == 0:
         zero = hidden.sum() * 0.0
         return zero, torch.zeros(n_tasks, device=hidden.device), torch.zeros(n_tasks, device=hidden.device)
     token_loss = F.cross_entropy(logits_fn(states).float(), target[picked], reduction="none")
-    sums = torch.zeros(n_tasks, device=hidden.device, dtype=torch.float32).index_add(0, tok_task, token_loss)
-    counts = torch.zeros(n_tasks, device=hidden.device, dtype=torch.float32).index_add(
-        0, tok_task, torch.ones_like(token_loss))
-    present = counts > 0
-    means = torch.where(present, sums / counts.clamp(min=1), torch.zeros_like(sums))
-    loss = means[present].mean()
-    return loss, means.detach(), counts.detach()
+    token_task = task.unsqueeze(1).expand_as(target)[picked]
+    return task_balanced_loss(token_loss, token_task, n_tasks)
+
+
+# -- learning rate ----------------------------------------------------------------------------
+def lr_at(step: int, total: int, peak: float, warmup: int = 100, floor: float = 0.05) -> float:
+    """Linear warmup over `warmup` steps, then cosine decay to `floor * peak` at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
 def check_examples(examples: Sequence[ExampleLike], bb: Backbone, n_rows: int) -> list[str]:

@@ -13,6 +13,9 @@ import torch
 
 from yoc_assistant import settings
 from yoc_assistant.atomic import atomic_path
+from yoc_assistant.personalize.batches import lr_at
+
+__all__ = ["lr_at"]  # the learning-rate schedule the toy trainers share with the concept trainer
 
 RESCALE = 0.0078  # the checkpoint processor's rescale factor (x * 0.0078 - 1), spec §5.1
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -83,11 +86,3 @@ class Progress:
         eta = (self.total - step) / max(rate, 1e-6)
         print(f"[{self.name}] step {step}/{self.total} loss {self.avg:.4f} {extra} "
               f"{rate:.2f} it/s eta {eta / 60:.1f} min", file=sys.stderr, flush=True)
-
-
-def lr_at(step: int, total: int, peak: float, warmup: int = 100, floor: float = 0.05) -> float:
-    """Linear warmup then cosine decay to `floor * peak`."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return peak * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * min(1.0, t))))

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from yoc_assistant.personalize.batches import task_balanced_loss
 from yoc_assistant.toyworld import language, world
 from yoc_assistant.toyworld.common import (
     BACKBONE_DIR,
@@ -215,15 +216,17 @@ def token_losses(bb: Any, batch: dict[str, torch.Tensor],
     return ce.view(labels.shape) * mask, mask, logits
 
 
-def task_balanced_loss(ce: torch.Tensor, mask: torch.Tensor, task: torch.Tensor,
-                       weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[int, float]]:
-    """Mean over tasks of (mean over examples of (weighted mean over the example's target
-    tokens)); `weight` [B, T-1] defaults to the mask (a plain mean)."""
-    w = mask.float() if weight is None else weight
-    per_example = (ce * w).sum(1) / w.sum(1).clamp(min=1e-6)
-    per_task = {int(t): per_example[task == t].mean() for t in task.unique()}
-    loss = torch.stack(list(per_task.values())).mean()
-    return loss, {t: float(v.detach()) for t, v in per_task.items()}
+def example_balanced_loss(ce: torch.Tensor, mask: torch.Tensor, task: torch.Tensor, n_tasks: int,
+                          weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[int, float]]:
+    """The shared `task_balanced_loss`, per example: mean over tasks of (mean over examples
+    of (weighted mean over the example's target tokens)); `weight` [B, T-1] defaults to
+    the mask (a plain mean)."""
+    picked = mask.bool()
+    w = (mask.float() if weight is None else weight)[picked]
+    rows = torch.arange(ce.shape[0], device=ce.device).unsqueeze(1).expand_as(mask)[picked]
+    loss, means, counts = task_balanced_loss(ce[picked], task[rows], n_tasks, token_weight=w,
+                                             token_example=rows, example_task=task)
+    return loss, {t: float(means[t]) for t in range(n_tasks) if counts[t] > 0}
 
 
 @torch.no_grad()
@@ -375,7 +378,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
             group["lr"] = lr_at(step, total, args.lr, warmup=min(WARMUP, total // 10 + 1))
         batch = batcher.batch(rng, args.per_task, tasks, decision_weight=args.decision_weight)
         ce, mask, _ = token_losses(bb, batch, not args.fp32)
-        loss, per_task = task_balanced_loss(ce, mask, batch["task"], batch["weight"][:, 1:])
+        loss, per_task = example_balanced_loss(ce, mask, batch["task"], len(tasks), batch["weight"][:, 1:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
