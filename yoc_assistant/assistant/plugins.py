@@ -24,6 +24,10 @@ from yoc_assistant.errors import UserInputError
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "yoc"
+# yoc's own modality packages (distribution names): they win every tie with a third-party
+# plugin (an entry point of the same name, a modality name or token group), so installing
+# something can never silently replace the built-in text or image modality.
+FIRST_PARTY = frozenset({"yoc-text", "yoc-image"})
 SELECT_ENV = settings.PLUGINS_VARIABLE
 
 
@@ -56,19 +60,23 @@ class PluginManager:
 
     # -- loading -----------------------------------------------------------------
     def load_entry_points(self) -> int:
-        """Import and register every selected entry point of the `yoc` group."""
+        """Import and register every selected entry point of the `yoc` group: first-party
+        packages first, then the others by name; a name taken already is reported."""
         wanted = settings.selected_plugins()
-        seen: set[str] = set()
+        seen: dict[str, str] = {}  # entry-point name -> the package that has it
         count = 0
-        for dist in importlib.metadata.distributions():
-            for ep in dist.entry_points:
-                if ep.group != ENTRY_POINT_GROUP or ep.name in seen:
-                    continue
-                seen.add(ep.name)
-                if wanted is not None and ep.name not in wanted:
-                    continue
-                count += self._load_one(ep, dist)
-        for name in sorted((wanted or set()) - seen):
+        for dist, ep in _entry_points():
+            dist_name = _dist_name(dist)
+            if ep.name in seen:
+                if seen[ep.name] != dist_name:
+                    self._fail(ep.name, f"package {dist_name} has an entry point {ep.name!r} too; it is "
+                                        f"skipped, package {seen[ep.name]} keeps the name")
+                continue
+            seen[ep.name] = dist_name
+            if wanted is not None and ep.name not in wanted:
+                continue
+            count += self._load_one(ep, dist)
+        for name in sorted((wanted or set()) - set(seen)):
             self._fail(name, f"selected by {SELECT_ENV} but no installed package has a "
                              f"'{ENTRY_POINT_GROUP}' entry point of that name")
         return count
@@ -77,7 +85,9 @@ class PluginManager:
                   dist: importlib.metadata.Distribution) -> int:
         try:
             plugin = ep.load()
-        except Exception as err:  # noqa: BLE001 - any import error must not crash yoc
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # noqa: BLE001 - even sys.exit() at import must not end yoc
             self._fail(ep.name, f"failed to import {ep.value}: {type(err).__name__}: {err}")
             return 0
         meta = dist.metadata
@@ -99,6 +109,13 @@ class PluginManager:
         self._modalities = None
         return 1
 
+    def _owner(self, plugin_name: str) -> str:
+        kind = "first-party plugin" if self.is_first_party(plugin_name) else "plugin"
+        return f"{kind} {plugin_name!r} (skipped: first-party plugins win, then the first by name)"
+
+    def is_first_party(self, plugin_name: str) -> bool:
+        return self._dists.get(plugin_name, (None, None))[0] in FIRST_PARTY
+
     def _fail(self, name: str, reason: str) -> None:
         log.warning("plugin %s: %s (skipped)", name, reason)
         self.failures.append(PluginFailure(name, reason))
@@ -116,11 +133,15 @@ class PluginManager:
         names: dict[str, str] = {}
         groups: dict[str, str] = {}
         self._modalities, self._by_plugin = [], {}
-        for impl in self.pm.hook.yoc_modalities.get_hookimpls():
+        impls = sorted(self.pm.hook.yoc_modalities.get_hookimpls(),
+                       key=lambda impl: (not self.is_first_party(impl.plugin_name), impl.plugin_name))
+        for impl in impls:
             plugin_name = impl.plugin_name
             try:
                 found = list(impl.function() or [])
-            except Exception as err:  # noqa: BLE001
+            except KeyboardInterrupt:
+                raise
+            except BaseException as err:  # noqa: BLE001
                 self._fail(plugin_name, f"yoc_modalities() raised {type(err).__name__}: {err}")
                 continue
             kept = self._by_plugin.setdefault(plugin_name, [])
@@ -128,10 +149,10 @@ class PluginManager:
                 problem = validation_problem(modality)
                 if problem is None and modality.name in names:
                     problem = (f"modality name {modality.name!r} is already registered by "
-                               f"plugin {names[modality.name]!r}")
+                               f"{self._owner(names[modality.name])}")
                 if problem is None and modality.group in groups:
                     problem = (f"token group {modality.group!r} is already owned by "
-                               f"plugin {groups[modality.group]!r}")
+                               f"{self._owner(groups[modality.group])}")
                 if problem is not None:
                     self._fail(plugin_name, problem)
                     continue
@@ -158,3 +179,20 @@ class PluginManager:
     def group_sizes(self) -> dict[str, int]:
         """Token groups every new concept gets: group name -> size."""
         return {m.group: m.group_size for m in self.get_modalities()}
+
+
+def _dist_name(dist: importlib.metadata.Distribution) -> str:
+    meta = dist.metadata
+    return (meta["Name"] if meta and meta["Name"] else None) or "an unnamed package"
+
+
+def _entry_points() -> list[tuple[importlib.metadata.Distribution, importlib.metadata.EntryPoint]]:
+    """(package, entry point) of the `yoc` group, first-party packages first, then by name;
+    a package found twice on the path (same name and target) counts once."""
+    found: dict[tuple[str, str, str], tuple[importlib.metadata.Distribution, importlib.metadata.EntryPoint]] = {}
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP:
+                found.setdefault((_dist_name(dist), ep.name, ep.value), (dist, ep))
+    return sorted(found.values(),
+                  key=lambda pair: (_dist_name(pair[0]) not in FIRST_PARTY, _dist_name(pair[0]), pair[1].name))

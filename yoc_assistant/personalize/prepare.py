@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from yoc_assistant.errors import UserInputError
+from yoc_assistant.errors import UserInputError, short
 from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
 
 if TYPE_CHECKING:
@@ -95,10 +95,23 @@ def build_examples(bb: Backbone, library: Any, name: str, vectors: ConceptVector
         hard_negatives=[tokens[s] for s in job.hard], easy_negatives=[tokens[s] for s in job.easy],
         about=about, rng=random.Random(seed))
     if modalities:
-        examples = data.balance_tasks([ex for m in modalities for ex in (m.build_examples(ctx) or [])])
+        examples = data.balance_tasks([ex for m in modalities for ex in _examples_of(m, ctx)])
     else:
         examples = data.build_training_set(ctx)
     return examples, list(ctx.notes)
+
+
+def _examples_of(modality: Any, ctx: Any) -> list[Any]:
+    """One modality's examples; a plugin that raises is a note, never the end of the job
+    (its group is still trained by the others' prompts, it just gets no examples of its own)."""
+    try:
+        return list(modality.build_examples(ctx) or [])
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except BaseException as err:  # noqa: BLE001 - a plugin's bug, even sys.exit(), is not ours to die of
+        ctx.notes.append(f"modality {getattr(modality, 'name', '?')!r}: build_examples() raised "
+                         f"{type(err).__name__}: {short(err)}; trained without its examples")
+        return []
 
 
 def initial_words(bb: Backbone, library: Any, job: JobData) -> list[int]:
@@ -126,7 +139,11 @@ def make_evaluator(bb: Backbone, library: Any, name: str, job: JobData, notes: l
     clip = real = None
     reason = retrieval.unavailable_reason()
     if reason is None and bb.has_decoder:
-        clip = retrieval.load_clip(device=clip_device)
+        try:
+            clip = retrieval.load_clip(device=clip_device)
+        except retrieval.ClipUnavailable as err:  # damaged weights: as documented, a note
+            reason = str(err)
+    if clip is not None:
         loader = retrieval.library_loader(library)
         real = clip.embed_images([loader(s) for s in job.held_positives])
     else:

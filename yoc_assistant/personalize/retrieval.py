@@ -239,12 +239,21 @@ def load_clip(spec: ClipSpec | None = None, device: str | torch.device = "cpu") 
     spec = spec or default_spec()
     found = resolve(spec)
     try:
-        # pretrained_text=False: never let a tower fetch its own base weights.
+        # pretrained_text=False: never let a tower fetch its own base weights. A folder's
+        # weights are loaded by us from the one file resolve() checked: open_clip would pick
+        # its own favourite in the folder (a pickled .bin before model.safetensors).
+        from_folder = found.pretrained is None
         model = open_clip.create_model(
-            found.create_name, pretrained=found.pretrained, device=device, load_weights=True,
-            force_preprocess_cfg=found.preprocess, pretrained_text=False, require_pretrained=True,
-            force_quick_gelu=found.quick_gelu,
+            found.create_name, pretrained=found.pretrained, device=device, load_weights=not from_folder,
+            force_preprocess_cfg=found.preprocess, pretrained_text=False,
+            require_pretrained=not from_folder, force_quick_gelu=found.quick_gelu,
         )
+        if from_folder:
+            if found.weights_file.suffix != ".safetensors":
+                raise ClipUnavailable(f"CLIP weights {found.weights_file} are not safetensors")
+            open_clip.load_checkpoint(model, str(found.weights_file), strict=True)
+    except ClipUnavailable:
+        raise
     except Exception as err:  # damaged file, wrong architecture: a note, not a crash
         raise ClipUnavailable(f"CLIP weights {found.weights_file} could not be loaded "
                               f"({type(err).__name__}: {str(err)[:200]})") from None
