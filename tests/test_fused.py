@@ -156,7 +156,7 @@ def test_quantized_or_odd_layers_keep_the_hf_path(gqa: Backbone, monkeypatch: py
     kwargs: dict[str, Any] = dict(n=1, extra=None, cfg_scale=3.0, temperature=1.0, top_p=0.9, top_k=0,
                                   seeds=[1], on_progress=None, compiled=False, tokens=4)
     sample_image_ids(gqa, cond, uncond, fused=True, **kwargs)
-    assert gqa._yoc_image_engine.fused_layers is None
+    assert gqa.caches.image_engine.fused_layers is None
     monkeypatch.setattr(gqa, "precision", "fp32")
     proj = gqa.model.model.layers[0].self_attn.v_proj
     proj.weight.requires_grad_(True)  # a backbone being trained is not fused
@@ -220,7 +220,7 @@ def test_fused_step_compiles_as_one_graph_with_static_weights(tiny: Backbone, ca
         got = sample_image_ids(tiny, cond, uncond, compiled=True, **kwargs)
     finally:
         torch._dynamo.reset()
-        tiny._yoc_image_engine = None
+        tiny.caches.image_engine = None
     assert torch.equal(got, want)
     assert recorder.graphs == 1  # fullgraph: no breaks, no recompiles across steps
     width = len(tiny.image_vocab)
@@ -241,7 +241,7 @@ def test_many_engine_shapes_stay_compiled(tiny: Backbone, monkeypatch: pytest.Mo
                              top_k=0, seeds=[3], on_progress=None, fused=True, tokens=2, compiled=True)
     finally:
         torch._dynamo.reset()
-        tiny._yoc_image_engine = None
+        tiny.caches.image_engine = None
     assert recorder.graphs == 9
 
 

@@ -15,8 +15,10 @@ CONTRACT (other parts code against exactly this; keep it stable):
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -65,12 +67,27 @@ class GeneratedImages:
     passes: int = 0  # forward passes of the batch (the prefill counts as one)
 
 
+@dataclass
+class BackboneCaches:
+    """What the backbone's modules compute once per loaded backbone and keep: declared
+    here, each filled on first use by the module named (nothing else hangs state on it)."""
+
+    special_mask: Any = None  # generation.py: bool mask of the special/image ids, per device
+    image_head: Any = None  # imagegen.py: (image-token ids, their head rows)
+    image_engine: Any = None  # imagegen.py: the image decoder and its static KV cache
+    # imagegen.py: one image generation at a time per backbone (the engine is shared)
+    image_lock: threading.Lock = field(default_factory=threading.Lock)
+    fused_layers: Any = None  # fused.py: the decode step's fused layer weights
+    vq_decoder: Any = None  # vqgan.py: the VQ decoder, built on the first decode
+    vq_id: str | None = None  # `Backbone.vq_id()`: digest of the VQ encoder
+
+
 ProgressFn = Callable[[int, int], None]  # (done, total)
 TokenFn = Callable[[str], None]  # streamed text piece
 
 
 class Backbone:
-    """Construct with `Backbone.load(...)`; the attributes below are filled by it.
+    """Load with `Backbone.load(...)` (or build one from parts: `backbone.synthetic`).
 
     model: transformers ChameleonForConditionalGeneration (frozen, eval mode)
     tokenizer: the checkpoint's tokenizer
@@ -84,6 +101,9 @@ class Backbone:
                  for another backbone are refused by comparing it
     has_decoder: whether the checkpoint carries VQ decoder weights
     cfg_scale: the guidance `generate_images` uses when given none
+    checkpoint_dir: the checkpoint's folder (None when built in memory)
+    image_processor: the checkpoint's image processor (None when built in memory)
+    caches: `BackboneCaches`, what the modules compute once and keep
     """
 
     model: Any
@@ -102,6 +122,29 @@ class Backbone:
     fingerprint: str
     has_decoder: bool
     cfg_scale: float  # the checkpoint's default guidance (config.json `yoc_cfg_scale`, else 3.0)
+    checkpoint_dir: Path | None
+    image_processor: Any
+    caches: BackboneCaches
+
+    def __init__(self, *, model: Any, tokenizer: Any, special: SpecialTokens, image_vocab: ImageVocab,
+                 vocab_size: int, hidden_size: int, image_seq_length: int, image_size: int,
+                 source: str, name: str, precision: str, device: torch.device, dtype: torch.dtype,
+                 fingerprint: str, has_decoder: bool, cfg_scale: float = 3.0,
+                 checkpoint_dir: Path | None = None, image_processor: Any = None) -> None:
+        self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
+        self.special, self.image_vocab = special, image_vocab
+        self.vocab_size, self.hidden_size = int(vocab_size), int(hidden_size)
+        self.image_seq_length, self.image_size = int(image_seq_length), int(image_size)
+        self.source, self.name = source, name
+        self.precision, self.device, self.dtype = precision, device, dtype
+        self.fingerprint, self.has_decoder = fingerprint, bool(has_decoder)
+        self.cfg_scale, self.checkpoint_dir = float(cfg_scale), checkpoint_dir
+        self.caches = BackboneCaches()
+
+    @property
+    def vq_decoder(self) -> Any:
+        """The VQ decoder once the first picture was decoded, else None."""
+        return self.caches.vq_decoder
 
     # -- loading -----------------------------------------------------------------
     @classmethod
@@ -153,6 +196,24 @@ class Backbone:
         from yoc_assistant.backbone.network import logits
 
         return logits(self, hidden, extra)
+
+    def hidden_states(self, embeds: torch.Tensor, *, attention_mask: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """The base transformer's last hidden states [B, T, H] for input embeddings (from
+        `embed`): what training and scoring put through `logits` at chosen positions."""
+        from yoc_assistant.backbone.network import base_forward
+
+        hidden, _ = base_forward(self, embeds, attention_mask=attention_mask)
+        return hidden
+
+    def vq_id(self) -> str:
+        """Digest of the VQ encoder (weights, dtype) and image size: image tokens cached
+        under it are this backbone's. Computed once."""
+        if self.caches.vq_id is None:
+            from yoc_assistant.backbone.imaging import vq_digest
+
+            self.caches.vq_id = vq_digest(self)
+        return self.caches.vq_id
 
     def forward(self, ids: torch.Tensor | None = None, *, embeds: torch.Tensor | None = None,
                 extra: ExtraTokens | None = None, attention_mask: torch.Tensor | None = None,

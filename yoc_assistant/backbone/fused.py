@@ -115,7 +115,7 @@ def _still_shared(layer: Any, fused: FusedLayer) -> bool:
 def fuse(bb: Backbone) -> list[FusedLayer]:
     """The fused projections of every layer, built once per backbone (cached on it)."""
     base = bb.model.model
-    cached: list[FusedLayer] | None = getattr(bb, "_yoc_fused", None)
+    cached: list[FusedLayer] | None = bb.caches.fused_layers
     if cached is not None and all(_still_shared(lay, f) for lay, f in zip(base.layers, cached, strict=True)):
         return cached
     layers = []
@@ -129,7 +129,7 @@ def fuse(bb: Backbone) -> list[FusedLayer]:
             gu_w, gu_b = _fuse_group(gate_up)
             layers.append(FusedLayer(qkv_w, qkv_b, split, gu_w, gu_b,  # type: ignore[arg-type]
                                      int(gate_up[0].weight.shape[0])))
-    bb._yoc_fused = layers
+    bb.caches.fused_layers = layers
     return layers
 
 

@@ -52,7 +52,7 @@ def next_token_logits(bb: Backbone, prompt_ids: Sequence[int],
 # -- text -------------------------------------------------------------------------------
 def special_mask(bb: Backbone) -> torch.Tensor:
     """Bool [vocab_size]: image tokens and `<...>` special tokens (cached on the backbone)."""
-    cached = getattr(bb, "_yoc_special_mask", None)
+    cached = bb.caches.special_mask
     if cached is not None:
         return cached
     mask = bb.image_vocab.mask(bb.vocab_size).clone()
@@ -65,7 +65,7 @@ def special_mask(bb: Backbone) -> torch.Tensor:
             mask[tok] = True
     for tok in bb.special.ids():
         mask[tok] = True
-    bb._yoc_special_mask = mask
+    bb.caches.special_mask = mask
     return mask
 
 

@@ -55,7 +55,7 @@ def image_head(bb: Backbone) -> tuple[torch.Tensor, torch.Tensor | None]:
     Only the image rows of the head are computed while drawing (an eighth of Anole's
     head). A quantized head (not a plain float Linear) falls back to the full head.
     """
-    cached = getattr(bb, "_yoc_image_head", None)
+    cached = bb.caches.image_head
     if cached is not None:
         return cached
     head = bb.model.lm_head
@@ -68,7 +68,7 @@ def image_head(bb: Backbone) -> tuple[torch.Tensor, torch.Tensor | None]:
                 rows = head.weight.detach()[lo:lo + count]  # a view (Anole: ids 4..8195): no copy
             else:
                 rows = head.weight.detach()[ids].contiguous()
-    bb._yoc_image_head = (ids, rows)
+    bb.caches.image_head = (ids, rows)
     return ids, rows
 
 
@@ -200,19 +200,19 @@ class ImageEngine:
 
 def get_engine(bb: Backbone, rows: int, needed: int, compiled: bool, fused: bool = False) -> ImageEngine:
     capacity = -(-needed // CAPACITY_STEP) * CAPACITY_STEP
-    engine: ImageEngine | None = getattr(bb, "_yoc_image_engine", None)
+    engine: ImageEngine | None = bb.caches.image_engine
     key = (rows, capacity, compiled, fused)
     if engine is None or (engine.rows, engine.capacity, engine.compiled, engine.fused_layers is not None) != key:
         engine = None
-        bb._yoc_image_engine = None  # free the old cache first
+        bb.caches.image_engine = None  # free the old cache first
         engine = ImageEngine(bb, rows, capacity, compiled, fused)
-        bb._yoc_image_engine = engine
+        bb.caches.image_engine = engine
     return engine
 
 
 def release(bb: Backbone) -> None:
     """Free the image engine's KV cache and compiled step (e.g. before training on the GPU)."""
-    bb._yoc_image_engine = None
+    bb.caches.image_engine = None
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -265,10 +265,7 @@ def sample_image_ids(bb: Backbone, prompt: list[int], uncond: list[int] | None, 
 
 def _lock(bb: Backbone) -> threading.Lock:
     """One image decode at a time per backbone: the engine's cache is shared state."""
-    lock = getattr(bb, "_yoc_image_lock", None)
-    if lock is None:
-        lock = bb._yoc_image_lock = threading.Lock()
-    return lock
+    return bb.caches.image_lock
 
 
 def _sample(bb: Backbone, rows: list[list[int]], total: int, needed: int, compiled: bool, fused: bool, *, n: int,
@@ -284,7 +281,7 @@ def _sample(bb: Backbone, rows: list[list[int]], total: int, needed: int, compil
         err = failure.__cause__
         log.warning("compiled image decoding failed (%s: %s); decoding without compile",
                     type(err).__name__, err)
-        bb._yoc_image_engine = None
+        bb.caches.image_engine = None
         engine = get_engine(bb, len(rows), needed, False, fused)
         return _run(engine, rows, total, n=n, extra=extra, cfg_scale=cfg_scale, temperature=temperature,
                     top_p=top_p, top_k=top_k, seeds=seeds, on_progress=on_progress, record=record,

@@ -99,3 +99,22 @@ def postprocess(pixels: torch.Tensor) -> list[Image.Image]:
 
     values = ((pixels.detach().float().cpu() + 1.0) * (1.0 / RESCALE)).clamp(0, 255).to(torch.uint8)
     return [PILImage.fromarray(v.permute(1, 2, 0).contiguous().numpy()) for v in values]
+
+
+def vq_digest(bb: Backbone) -> str:
+    """Digest of the VQ encoder (weights, dtype) and image size (`Backbone.vq_id()` keeps it)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"size={bb.image_size};seq={bb.image_seq_length}".encode())
+    vq = getattr(getattr(bb.model, "model", bb.model), "vqmodel", None)
+    if vq is not None:
+        for name, tensor in sorted(vq.state_dict().items()):
+            if ".decoder." in f".{name}":
+                continue  # decoding does not change the tokens
+            flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+            digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+            try:
+                digest.update(flat.view(torch.uint8).numpy().tobytes())
+            except (RuntimeError, TypeError):  # an exotic (quantized) dtype: its values will do
+                digest.update(repr(flat.float().sum().item()).encode())
+    return f"{bb.fingerprint[:16]}-vq{digest.hexdigest()[:16]}"

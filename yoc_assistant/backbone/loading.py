@@ -387,26 +387,16 @@ def _assemble(model: Any, tokenizer: Any, image_processor: Any, folder: Path, na
     config = model.config
     vocab = tokenizer.get_vocab()
     vocab_size = int(model.lm_head.weight.shape[0])  # the head is never quantized
-    bb = Backbone.__new__(Backbone)
-    bb.model = model
-    bb.tokenizer = tokenizer
-    bb.image_processor = image_processor
-    bb.special = special_tokens(tokenizer, vocab)
-    bb.vocab_size = vocab_size
-    bb.image_vocab = ImageVocab(vocab, vocab_size)
-    bb.hidden_size = int(config.hidden_size)
-    bb.image_seq_length = _image_seq_length(folder, config.vq_config)
-    bb.image_size = int(config.vq_config.resolution)
-    bb.source = source
-    bb.name = name
-    bb.precision = precision
-    bb.device = device
-    bb.dtype = compute_dtype(precision, device)
-    bb.fingerprint = fingerprint(vocab, bb.hidden_size, vocab_size)
-    bb.has_decoder = any(k.startswith(DECODER_PREFIX) for k in shapes)
-    bb.checkpoint_dir = folder
-    bb.cfg_scale = cfg_scale_of(folder)
-    bb.vq_decoder = None
+    hidden_size = int(config.hidden_size)
+    bb = Backbone(model=model, tokenizer=tokenizer, image_processor=image_processor,
+                  special=special_tokens(tokenizer, vocab), image_vocab=ImageVocab(vocab, vocab_size),
+                  vocab_size=vocab_size, hidden_size=hidden_size,
+                  image_seq_length=_image_seq_length(folder, config.vq_config),
+                  image_size=int(config.vq_config.resolution), source=source, name=name,
+                  precision=precision, device=device, dtype=compute_dtype(precision, device),
+                  fingerprint=fingerprint(vocab, hidden_size, vocab_size),
+                  has_decoder=any(k.startswith(DECODER_PREFIX) for k in shapes),
+                  checkpoint_dir=folder, cfg_scale=cfg_scale_of(folder))
     max_id = max(vocab.values())
     if max_id >= vocab_size:
         raise BackboneError(f"{folder}: the tokenizer has id {max_id} but the model has only {vocab_size} rows")

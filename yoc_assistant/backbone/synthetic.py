@@ -85,16 +85,10 @@ def synthetic_backbone(shape: str = "anole-7b", precision: str = "bf16", device:
     if precision in WEIGHT_ONLY_PRECISIONS:
         quantize_weight_only(model)
     tokenizer = _tokenizer(vocab)
-    bb = Backbone.__new__(Backbone)
-    bb.model, bb.tokenizer, bb.image_processor = model, tokenizer, None
-    bb.special = special_tokens(tokenizer, vocab)
-    bb.vocab_size = size
-    bb.image_vocab = ImageVocab(vocab, size)
-    bb.hidden_size = hidden
     grid = side // 16
-    bb.image_seq_length, bb.image_size = grid * grid, side
-    bb.source = bb.name = f"synthetic {shape} (random weights)"
-    bb.precision, bb.device, bb.dtype = precision, dev, dtype
-    bb.fingerprint = fingerprint(vocab, hidden, size)
-    bb.has_decoder, bb.checkpoint_dir, bb.vq_decoder = False, None, None
-    return bb
+    label = f"synthetic {shape} (random weights)"
+    return Backbone(model=model, tokenizer=tokenizer, special=special_tokens(tokenizer, vocab),
+                    image_vocab=ImageVocab(vocab, size), vocab_size=size, hidden_size=hidden,
+                    image_seq_length=grid * grid, image_size=side, source=label, name=label,
+                    precision=precision, device=dev, dtype=dtype,
+                    fingerprint=fingerprint(vocab, hidden, size), has_decoder=False)

@@ -166,10 +166,10 @@ def build_decoder(bb: Backbone) -> VQDecoder:
 
 def get_decoder(bb: Backbone) -> VQDecoder:
     """The backbone's decoder, built on first use so text-only use costs nothing."""
-    decoder = getattr(bb, "vq_decoder", None)
+    decoder = bb.caches.vq_decoder
     if decoder is None:
         decoder = build_decoder(bb)
-        bb.vq_decoder = decoder
+        bb.caches.vq_decoder = decoder
     return decoder
 
 

@@ -57,8 +57,6 @@ def _last_logits(bb: Any, prompts: Sequence[Sequence[int]], extra: Any,
     """Next-token logits [N, V+E] after each prompt; equal-length prompts share a pass
     and only the last position goes through the head (the full [T, V] logits of a 7B
     vocabulary would be hundreds of MB per image)."""
-    from yoc_assistant.backbone.network import base_forward
-
     rows: list[torch.Tensor | None] = [None] * len(prompts)
     by_len: dict[int, list[int]] = {}
     for k, p in enumerate(prompts):
@@ -67,7 +65,7 @@ def _last_logits(bb: Any, prompts: Sequence[Sequence[int]], extra: Any,
         for start in range(0, len(idx), batch_size):
             chunk = idx[start:start + batch_size]
             ids = torch.tensor([list(prompts[k]) for k in chunk], dtype=torch.long, device=bb.device)
-            hidden, _ = base_forward(bb, bb.embed(ids, extra))
+            hidden = bb.hidden_states(bb.embed(ids, extra))
             logits = bb.logits(hidden[:, -1], extra).float().cpu()
             for k, row in zip(chunk, logits, strict=True):
                 rows[k] = row
@@ -245,12 +243,10 @@ def _qa_item(path: Path, k: int, entry: Any) -> QAItem:
 
 @torch.no_grad()
 def _option_score(bb: Any, prompt: list[int], option: list[int], extra: Any) -> float:
-    from yoc_assistant.backbone.network import base_forward
-
     if not option:
         return float("-inf")
     ids = torch.tensor([prompt + option], dtype=torch.long, device=bb.device)
-    hidden, _ = base_forward(bb, bb.embed(ids, extra))
+    hidden = bb.hidden_states(bb.embed(ids, extra))
     states = hidden[0, len(prompt) - 1:-1]
     logp = torch.log_softmax(bb.logits(states, extra).float(), dim=-1)
     target = torch.tensor(option, device=logp.device)

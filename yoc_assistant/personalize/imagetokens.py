@@ -7,7 +7,6 @@ share a vocabulary but encode images differently never share tokens.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -41,28 +40,8 @@ def variant_loader(load: Callable[[str], Image.Image]) -> Callable[[str], Image.
 
 
 def vq_id(bb: Any) -> str:
-    """Digest of the VQ encoder (weights, dtype) and image size; computed once per backbone."""
-    cached = getattr(bb, "_yoc_vq_id", None)
-    if cached:
-        return cached
-    digest = hashlib.sha256(f"size={bb.image_size};seq={bb.image_seq_length}".encode())
-    vq = getattr(getattr(bb.model, "model", bb.model), "vqmodel", None)
-    if vq is not None:
-        for name, tensor in sorted(vq.state_dict().items()):
-            if ".decoder." in f".{name}":
-                continue  # decoding does not change the tokens
-            flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-            digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
-            try:
-                digest.update(flat.view(torch.uint8).numpy().tobytes())
-            except (RuntimeError, TypeError):  # an exotic (quantized) dtype: its values will do
-                digest.update(repr(flat.float().sum().item()).encode())
-    value = f"{bb.fingerprint[:16]}-vq{digest.hexdigest()[:16]}"
-    try:
-        bb._yoc_vq_id = value
-    except AttributeError:
-        pass
-    return value
+    """The backbone's VQ id (`Backbone.vq_id()`): cached image tokens are keyed by it."""
+    return bb.vq_id()
 
 
 def cached_image_tokens(library: Any, bb: Any, sha256s: Sequence[str], *,

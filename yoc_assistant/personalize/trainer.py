@@ -227,14 +227,12 @@ def frozen_backbone(bb: Backbone, gradient_checkpointing: bool) -> Iterator[None
 def batch_loss(bb: Backbone, concepts: ConceptSet, batch: Sequence[ExampleLike], tasks: Sequence[str],
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, per-task means, per-task counts) of one micro-batch (`per_task_loss`)."""
-    from yoc_assistant.backbone.network import base_forward
-
     data = collate(batch, int(getattr(bb.special, "pad", 0)), tasks, bb.device)
     extra = concepts.extra
     autocast = bb.device.type == "cuda" and bb.dtype == torch.bfloat16
     with torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
         embeds = bb.embed(data["ids"], extra)
-        hidden, _ = base_forward(bb, embeds, attention_mask=data["mask"])
+        hidden = bb.hidden_states(embeds, attention_mask=data["mask"])
         return per_task_loss(hidden, data["labels"], data["task"], len(tasks),
                              lambda h: bb.logits(h, extra))
 
