@@ -53,7 +53,8 @@ def bench_prefill(bb: Backbone, length: int, repeats: int = 3) -> float:
 
 
 def bench_image(bb: Backbone, prompt: list[int], tokens: int, cfg_scale: float, n: int = 1,
-                fused: bool | None = None, decoding: str = "sequential") -> dict[str, Any]:
+                fused: bool | None = None, decoding: str = "sequential",
+                capacity_step: int | None = None) -> dict[str, Any]:
     """Draw `tokens` image tokens twice (warm-up, timed); per-token and per-image figures.
 
     `fused` picks the decode step (None: the default for this backbone and device);
@@ -75,6 +76,7 @@ def bench_image(bb: Backbone, prompt: list[int], tokens: int, cfg_scale: float, 
         return sample_image_ids(
             bb, full, uncond, n=n, extra=None, cfg_scale=cfg_scale, temperature=1.0, top_p=0.9,
             top_k=0, seeds=list(range(n)), tokens=tokens, fused=fused, decoding=decoding, stats=stats[0],
+            **({} if capacity_step is None else {"capacity_step": capacity_step}),
             on_progress=lambda done, total: marks.setdefault(done, time.perf_counter()))
 
     first, _ = _timed(bb, run)
@@ -218,6 +220,10 @@ def run_bench(bb: Backbone, *, image_tokens: int | None = None, text_tokens: int
         "parameters_m": round(sum(p.numel() for p in bb.model.parameters()) / 1e6, 2),
         "image_seq_length": seq, "compiled_step": compile_wanted(bb), "fused_step": fused_wanted(bb),
     }
+    fusing_figures: dict[str, Any] = {}
+    if compare and fusable(bb):
+        step("layer matrices before fusing")
+        fusing_figures["before_fuse_ms"] = layer_matrix_ms(bb)
     step("prefill")
     result["prefill_ms"] = {str(n): round(bench_prefill(bb, n), 2) for n in (len(prompt), len(prompt) + seq + 2)}
     step("image tokens with CFG")
@@ -232,12 +238,64 @@ def run_bench(bb: Backbone, *, image_tokens: int | None = None, text_tokens: int
         step("image tokens with CFG, the other decode step")
         result["step_compare"] = compare_steps(bb, prompt, tokens, images, result["image_cfg"],
                                                result["fused_step"])
+        step("layer matrices after fusing")
+        after = layer_matrix_ms(bb)
+        before = fusing_figures["before_fuse_ms"]["separate"]
+        result["fusing"] = {**fusing_figures, "after_fuse_ms": after,
+                            "plain_path_after_fuse_vs_before": round(after["separate"] / before, 3),
+                            "fused_vs_separate": round(after["fused"] / after["separate"], 3)}
+        step("static cache rounding")
+        result["cache_rounding"] = cache_rounding(bb, prompt, tokens)
     step("VQ decode")
     result["vq_decode_ms"] = bench_decode(bb, images)
     step("text")
     result["text"] = bench_text(bb, text_tokens)
     result["peak_memory"] = peak_memory_mb(bb)
     return result
+
+
+def layer_matrix_ms(bb: Backbone, passes: int = 10, repeats: int = 7) -> dict[str, float]:
+    """CPU milliseconds (min of `repeats`) for `passes` passes of 2 rows over every layer's
+    q, k, v, gate and up matrices: as the HF modules read them, and (if fused) as the fused
+    step reads them. Taken before and after `fuse()`, it shows whether fusing slows the
+    plain path (the weights leaving the checkpoint's mapping) or the fused matmuls."""
+    from yoc_assistant.backbone.fused import FusedLayer, _projections
+
+    layers = bb.model.model.layers
+    x = torch.randn(2, int(bb.hidden_size), dtype=bb.model.model.embed_tokens.weight.dtype,
+                    device=bb.model.model.embed_tokens.weight.device)
+    plain = [lin.weight for layer in layers for group in _projections(layer) for lin in group]
+    fused: list[FusedLayer] | None = bb.caches.fused_layers
+    sets = {"separate": plain}
+    if fused is not None:
+        sets["fused"] = [t for f in fused for t in (f.qkv_weight, f.gate_up_weight)]
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        for name, weights in sets.items():
+            best = float("inf")
+            for _ in range(repeats):
+                _sync(bb)
+                start = time.process_time() if bb.device.type == "cpu" else time.perf_counter()
+                for _ in range(passes):
+                    for w in weights:
+                        torch.nn.functional.linear(x, w)
+                _sync(bb)
+                best = min(best, (time.process_time() if bb.device.type == "cpu" else time.perf_counter()) - start)
+            out[name] = round(best * 1000, 2)
+    return out
+
+
+def cache_rounding(bb: Backbone, prompt: list[int], tokens: int) -> dict[str, Any]:
+    """The sequential CFG image with the cache rounded up to 64 slots (the default) and with
+    exactly the slots it needs: what the rounding costs in attention time."""
+    from yoc_assistant.backbone.imagegen import CAPACITY_STEP
+
+    rounded = bench_image(bb, prompt, tokens, cfg_scale=3.0, decoding="sequential")
+    exact = bench_image(bb, prompt, tokens, cfg_scale=3.0, decoding="sequential", capacity_step=1)
+    needed = len(prompt) + 1 + tokens
+    return {"slots_needed": needed, "slots_rounded": -(-needed // CAPACITY_STEP) * CAPACITY_STEP,
+            "rounded_ms_per_token": rounded["ms_per_token"], "exact_ms_per_token": exact["ms_per_token"],
+            "cost": round(rounded["ms_per_token"] / max(exact["ms_per_token"], 1e-9), 3)}
 
 
 def bench_eight_bit(bb8: Backbone, tokens: int, reference: dict[str, Any]) -> dict[str, Any]:
@@ -284,6 +342,16 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("CFG: fused vs HF-module step",
                      f"{cmp['fused']['ms_per_token']:.2f} vs {cmp['unfused']['ms_per_token']:.2f} ms / token "
                      f"(x{cmp['speedup']:.2f})"))
+    if "fusing" in result:
+        fz = result["fusing"]
+        rows.append(("layer matrices: after fuse() / before",
+                     f"plain path x{fz['plain_path_after_fuse_vs_before']:.2f}, fused matmuls "
+                     f"x{fz['fused_vs_separate']:.2f} of separate"))
+    if "cache_rounding" in result:
+        cr = result["cache_rounding"]
+        rows.append((f"cache {cr['slots_rounded']} vs {cr['slots_needed']} slots",
+                     f"{cr['rounded_ms_per_token']:.2f} vs {cr['exact_ms_per_token']:.2f} ms / token "
+                     f"(x{cr['cost']:.2f})"))
     if "eight_bit" in result:
         eb = result["eight_bit"]
         rows.append(("image, CFG, int8wo: ms / token",

@@ -198,8 +198,9 @@ class ImageEngine:
         return hidden[:, -1]
 
 
-def get_engine(bb: Backbone, rows: int, needed: int, compiled: bool, fused: bool = False) -> ImageEngine:
-    capacity = -(-needed // CAPACITY_STEP) * CAPACITY_STEP
+def get_engine(bb: Backbone, rows: int, needed: int, compiled: bool, fused: bool = False,
+               capacity_step: int = CAPACITY_STEP) -> ImageEngine:
+    capacity = -(-needed // capacity_step) * capacity_step
     engine: ImageEngine | None = bb.caches.image_engine
     key = (rows, capacity, compiled, fused)
     if engine is None or (engine.rows, engine.capacity, engine.compiled, engine.fused_layers is not None) != key:
@@ -229,7 +230,7 @@ def sample_image_ids(bb: Backbone, prompt: list[int], uncond: list[int] | None, 
                      compiled: bool | None = None, record: list[torch.Tensor] | None = None,
                      tokens: int | None = None, fused: bool | None = None,
                      decoding: str = "sequential", window: int | None = None,
-                     stats: Any = None) -> torch.Tensor:
+                     stats: Any = None, capacity_step: int = CAPACITY_STEP) -> torch.Tensor:
     """Image-token ids [n, image_seq_length] (on the CPU). `prompt` ends with BOI.
 
     `uncond` (ending with BOI) turns CFG on; None turns it off. `record`, if given,
@@ -239,7 +240,8 @@ def sample_image_ids(bb: Backbone, prompt: list[int], uncond: list[int] | None, 
     the fused decode step (None: `fused.fused_wanted`; True is ignored where the
     weights cannot be fused, e.g. int8/nf4). `decoding` is "sequential" or "sjd"
     (`window` drafts per pass, `stats` an `sjd.SJDStats` that receives the pass count;
-    with SJD, `record` receives one [total, K] tensor per image).
+    with SJD, `record` receives one [total, K] tensor per image). `capacity_step`: the
+    cache's length is rounded up to a multiple of it (benchmarks measure what that costs).
     """
     from yoc_assistant.backbone import sjd
 
@@ -252,7 +254,7 @@ def sample_image_ids(bb: Backbone, prompt: list[int], uncond: list[int] | None, 
         compiled = False
     rows = [prompt] * n + ([uncond] * n if uncond is not None else [])
     needed = max(len(r) for r in rows) + total
-    setup: dict[str, Any] = {"decoding": decoding, "stats": stats}
+    setup: dict[str, Any] = {"decoding": decoding, "stats": stats, "capacity_step": max(1, int(capacity_step))}
     if decoding == "sjd":
         setup["window"] = sjd.DEFAULT_WINDOW if window is None else max(1, int(window))
         needed += sjd.extra_capacity(setup["window"])
@@ -273,7 +275,7 @@ def _sample(bb: Backbone, rows: list[list[int]], total: int, needed: int, compil
             seeds: Sequence[int], on_progress: Callable[[int, int], None] | None,
             record: list[torch.Tensor] | None, setup: dict[str, Any]) -> torch.Tensor:
     try:
-        engine = get_engine(bb, len(rows), needed, compiled, fused)
+        engine = get_engine(bb, len(rows), needed, compiled, fused, setup["capacity_step"])
         return _run(engine, rows, total, n=n, extra=extra, cfg_scale=cfg_scale, temperature=temperature,
                     top_p=top_p, top_k=top_k, seeds=seeds, on_progress=on_progress, record=record,
                     setup=setup)
@@ -282,7 +284,7 @@ def _sample(bb: Backbone, rows: list[list[int]], total: int, needed: int, compil
         log.warning("compiled image decoding failed (%s: %s); decoding without compile",
                     type(err).__name__, err)
         bb.caches.image_engine = None
-        engine = get_engine(bb, len(rows), needed, False, fused)
+        engine = get_engine(bb, len(rows), needed, False, fused, setup["capacity_step"])
         return _run(engine, rows, total, n=n, extra=extra, cfg_scale=cfg_scale, temperature=temperature,
                     top_p=top_p, top_k=top_k, seeds=seeds, on_progress=on_progress, record=record,
                     setup=setup)
