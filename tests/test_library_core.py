@@ -57,7 +57,7 @@ def test_add_concept_links_photos_and_dedupes(lib: Library, tmp_path: Path) -> N
     assert [i.original_name for i in images] == [f.name for f in files]
     assert all(i.role == "positive" and i.path.is_file() for i in images)
     again = lib.add_images("bo", [files[0], photo(tmp_path / "new.png", seed=50)])
-    assert len(again.accepted) == 1 and "already a positive photo" in again.duplicates[0][1]
+    assert len(again.accepted) == 1 and [i.source for i in again.already] == [files[0]]
     assert lib.get_concept("bo").photos == 4
 
 
@@ -78,7 +78,7 @@ def test_readding_a_new_concept_continues_but_trained_one_is_refused(lib: Librar
     files = photos(tmp_path / "p", 2)
     add_concept_from_paths(lib, files[:1], "bo")
     report = add_concept_from_paths(lib, files, "BO", about="later")
-    assert len(report.accepted) == 1 and len(report.duplicates) == 1
+    assert len(report.accepted) == 1 and len(report.already) == 1 and not report.duplicates
     assert lib.get_concept("bo").photos == 2 and lib.get_concept("bo").about == "later"
     vec = tmp_path / "v.safetensors"
     vec.write_bytes(b"x")
@@ -115,6 +115,7 @@ def test_remove_deletes_files_but_keeps_shared_photos(lib: Library, tmp_path: Pa
     ckpt = lib.concept_runs_dir("bo") / "step10.safetensors"
     ckpt.write_bytes(b"y")
     lib.update_run(run, step=10, checkpoint_path=ckpt)
+    lib.finish_run(run, "interrupted")  # a live run refuses removal (tests/test_campaign_training.py)
     paths_of = {i.original_name: i.path for i in lib.concept_images("bo")}
     lib.remove("bo")
     assert lib.get_concept("bo") is None and not vec.exists() and not ckpt.exists()
@@ -215,8 +216,9 @@ def test_runs_of_dead_processes_are_recovered(yoc_home: Path, tmp_path: Path) ->
 
     with Library.open() as lib:
         add_concept_from_paths(lib, [photo(tmp_path / "a.png")], "bo")
+        add_concept_from_paths(lib, [photo(tmp_path / "r.png", seed=9)], "rex")
         run = lib.start_run("bo", {})
-        live = lib.start_run("bo", {})
+        live = lib.start_run("rex", {})  # one live run per concept
         dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True, check=True)
         lib.db.execute("UPDATE training_runs SET pid = ? WHERE id = ?", [int(dead.stdout), run])

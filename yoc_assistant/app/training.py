@@ -12,10 +12,11 @@ concept failed unless it already had vectors); a cancel leaves a checkpoint that
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
     from yoc_assistant.assistant.plugins import PluginManager
     from yoc_assistant.backbone.core import Backbone
 
-__all__ = ["TrainConfig", "TrainEvent", "TrainOutcome", "config_from_options", "train_concept_job"]
+__all__ = ["TrainConfig", "TrainEvent", "TrainOutcome", "config_from_options", "resumable",
+           "train_concept_job"]
 
 
 @dataclass
@@ -87,6 +89,35 @@ class _RunRecorder:
             self.last = now
         if self.on_event is not None:
             self.on_event(event)
+
+
+@contextlib.contextmanager
+def deterministic() -> Iterator[None]:
+    """For one training run: torch's deterministic algorithms (warn-only where an op has
+    none) and the CPU thread count held fixed, so the same command on the same machine
+    gives the same rows, and a resumed run ends as an uninterrupted one. Both restored after."""
+    import torch
+
+    was = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    threads = torch.get_num_threads()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def resumable(library: Any, name: str) -> bool:
+    """The concept's latest run stopped before the end (interrupted, failed) and left a
+    checkpoint: training it again can continue from there."""
+    from yoc_assistant.personalize.checkpoints import checkpoint_paths
+
+    run = library.latest_run(name)
+    if run is None or run.status not in ("interrupted", "failed"):
+        return False
+    return bool(checkpoint_paths(library.concept_runs_dir(name)))
 
 
 def is_main_process() -> bool:
@@ -159,9 +190,10 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
     if not resume and run_id is not None:
         clear_run_dir(run_dir)
     recorder = _RunRecorder(library, run_id, on_event) if run_id is not None else on_event
-    result = train_concept(bb, vectors, examples, replace(config, precision=bb.precision),
-                           run_dir=run_dir, on_event=recorder, cancel=cancel, resume=resume,
-                           evaluator=evaluator)
+    with deterministic():
+        result = train_concept(bb, vectors, examples, replace(config, precision=bb.precision),
+                               run_dir=run_dir, on_event=recorder, cancel=cancel, resume=resume,
+                               evaluator=evaluator)
     metrics = _metrics(result, examples, bb, notes, time.monotonic() - started)
     path = None
     if run_id is not None:
@@ -184,7 +216,7 @@ def _metrics(result: TrainResult, examples: Sequence[Any], bb: Backbone, notes: 
         "task_losses": result.task_losses, "examples": len(examples), "examples_by_task": by_task,
         "best_step": result.best_step, "best_score": result.best_score,
         "precision": bb.precision, "backbone": bb.name, "seconds": round(seconds, 2),
-        "notes": list(notes),
+        "notes": list(notes), "resumed_from": result.resumed_from,
     }
     out.update({k: v for k, v in result.best_metrics.items() if k != "score"})
     return out

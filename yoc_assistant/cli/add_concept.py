@@ -66,9 +66,18 @@ def _add(lib: Library, paths: tuple[Path, ...], name: str, about: str | None, di
                    f"({len(report.accepted)} new).")
     outcome = None
     if not no_train:
+        from yoc_assistant.app.training import resumable
         from yoc_assistant.cli.train import train_with_progress
 
-        outcome = train_with_progress(lib, concept.name, quiet=quiet or as_json)
+        # Re-running the command for an interrupted concept continues its training, unless new
+        # photos came with it (then the examples differ and training starts over).
+        resume = resumable(lib, concept.name)
+        if resume and report.accepted:
+            info("New photos were added: training starts over.", quiet=quiet or as_json)
+            resume = False
+        elif resume:
+            info("Continuing the interrupted training.", quiet=quiet or as_json)
+        outcome = train_with_progress(lib, concept.name, resume=resume, quiet=quiet or as_json)
     concept = lib.require_concept(concept.name)
     if as_json:
         print_json({"concept": concept.to_json(), "report": report.to_json(),

@@ -124,6 +124,10 @@ def print_report(report: Any, *, quiet: bool = False) -> None:
         click.secho(terminal_text(f"Skipped {path}: {reason}"), fg="yellow", err=True)
     for path, reason in report.duplicates:
         click.echo(terminal_text(f"Duplicate {path}: {reason}"), err=True)
+    already = getattr(report, "already", [])
+    if already and report.concept is not None:
+        n = len(already)
+        click.echo(f"{n} photo{'s' if n != 1 else ''} already belonged to {report.concept.name!r}.", err=True)
     if not quiet:
         for path, note in report.notes:
             click.echo(terminal_text(f"Note {path}: {note}"), err=True)

@@ -84,7 +84,7 @@ def add_concept_from_paths(
                                       backbone=backbone)
     report = IngestReport(accepted=linked.accepted, rejected=staged.rejected, notes=staged.notes,
                           duplicates=staged.duplicates + linked.duplicates, concept=concept,
-                          skipped_folders=staged.skipped_folders)
+                          skipped_folders=staged.skipped_folders, already=linked.already)
     if staged.skipped_folders:
         shown = ", ".join(f"{p.name}/" for p in staged.skipped_folders[:5])
         more = len(staged.skipped_folders) - 5

@@ -257,6 +257,8 @@ class Library(RunsAndCachesMixin):
         check_name(new)
         with self.transaction():
             concept = self.require_concept(old)
+            # A run writes its result under the concept's name at the end: never rename under it.
+            self.refuse_while_training(concept, "rename")
             clash = self.get_concept(new)
             if clash is not None and clash.id != concept.id:
                 self._refuse_existing(new)
@@ -289,6 +291,7 @@ class Library(RunsAndCachesMixin):
         """Delete the concept, its vectors and runs, and photos no other concept or the pool uses."""
         with self.transaction():
             concept = self.require_concept(name)
+            self.refuse_while_training(concept, "remove")
             shas = [r["sha256"] for r in self.db.query(
                 "SELECT DISTINCT sha256 FROM concept_images WHERE concept_id = ?", [concept.id])]
             checkpoints = [self._abs(r["checkpoint_path"]) for r in self.db.query(
@@ -346,7 +349,10 @@ class Library(RunsAndCachesMixin):
                 "SELECT role FROM concept_images WHERE concept_id = ? AND sha256 = ?",
                 [concept.id, image.sha256]).fetchone()
             if row is not None:
-                report.duplicates.append((image.source, f"already a {row[0]} photo of {concept.name!r}"))
+                if row[0] == role:  # re-adding the same photos (continuing a concept): not news
+                    report.already.append(image)
+                else:
+                    report.duplicates.append((image.source, f"already a {row[0]} photo of {concept.name!r}"))
                 continue
             self._insert_image(image)
             self.db.execute(

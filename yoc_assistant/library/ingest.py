@@ -85,6 +85,7 @@ class IngestReport:
     warnings: list[str] = field(default_factory=list)
     skipped_folders: list[Path] = field(default_factory=list)  # subfolders not read (not recursive)
     concept: Any = None  # the Concept the photos went to, when there is one
+    already: list[StoredImage] = field(default_factory=list)  # linked before, in the same role
 
     @property
     def added(self) -> list[StoredImage]:
@@ -105,6 +106,7 @@ class IngestReport:
             "rejected": [{"file": str(p), "reason": r} for p, r in self.rejected],
             "duplicates": [{"file": str(p), "reason": r} for p, r in self.duplicates],
             "notes": [{"file": str(p), "note": n} for p, n in self.notes],
+            "already": [{"file": str(s.source), "sha256": s.sha256} for s in self.already],
             "skipped_folders": [str(p) for p in self.skipped_folders],
         }
 

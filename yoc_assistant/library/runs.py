@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from yoc_assistant.errors import NotFoundError
+from yoc_assistant.errors import NotFoundError, UserInputError
 from yoc_assistant.library import paths
 from yoc_assistant.library.models import RUN_STATUSES, TrainingRun, dumps, now
 
@@ -25,9 +25,17 @@ class RunsAndCachesMixin:
 
     def start_run(self: Library, name: str, config: dict[str, Any] | None = None,
                   total_steps: int | None = None) -> int:
-        """Record a new training run (status 'running') and mark the concept 'training'."""
+        """Record a new training run (status 'running') and mark the concept 'training'.
+
+        One run per concept at a time (two would share its checkpoints folder): refused with
+        a message while another live process trains it."""
         with self.transaction():
             concept = self.require_concept(name)
+            live = self.live_run(concept.id)
+            if live is not None:
+                raise UserInputError(f"{concept.name!r} is already training ({_who(live)}); wait for it to "
+                                     f"finish, or stop it (Ctrl-C) and continue with "
+                                     f"`yoc train {concept.name} --resume`")
             cur = self.db.execute(
                 "INSERT INTO training_runs (concept_id, config, status, step, total_steps, pid, host, started) "
                 "VALUES (?, ?, 'running', 0, ?, ?, ?, ?)",
@@ -84,6 +92,27 @@ class RunsAndCachesMixin:
                 if row is not None and row[0] == "running":  # else another process recovered it first
                     self.finish_run(run_id, "interrupted", error="the training process ended without finishing")
         return len(dead)
+
+    def live_run(self: Library, concept_id: int) -> dict[str, Any] | None:
+        """The concept's running training run whose process is alive (or on another machine,
+        where it cannot be checked), else None. Runs of dead processes on this machine are
+        marked interrupted on the way (call under the write lock)."""
+        host = socket.gethostname()
+        rows = self.db.execute("SELECT id, pid, host FROM training_runs WHERE concept_id = ? AND status = 'running'",
+                               [concept_id]).fetchall()
+        for run_id, pid, run_host in rows:
+            if run_host == host and (pid is None or not _alive(pid)):
+                self.finish_run(run_id, "interrupted", error="the training process ended without finishing")
+                continue
+            return {"id": run_id, "pid": pid, "host": run_host}
+        return None
+
+    def refuse_while_training(self: Library, concept: Any, doing: str) -> None:
+        """UserInputError if a live run trains `concept` (call under the write lock)."""
+        live = self.live_run(concept.id)
+        if live is not None:
+            raise UserInputError(f"cannot {doing} {concept.name!r}: it is training ({_who(live)}); wait for "
+                                 "the run to finish, or stop it (Ctrl-C) first")
 
     def _require_run(self: Library, run_id: int) -> TrainingRun:
         rows = list(self.db.query("SELECT * FROM training_runs WHERE id = ?", [run_id]))
@@ -189,6 +218,11 @@ class RunsAndCachesMixin:
             if path is not None and self._inside_home(path):
                 path.unlink(missing_ok=True)
         return len(victims)
+
+
+def _who(live: dict[str, Any]) -> str:
+    where = "" if live["host"] == socket.gethostname() else f" on {live['host']}"
+    return f"run #{live['id']}, process {live['pid']}{where}"
 
 
 def _alive(pid: int) -> bool:

@@ -276,8 +276,9 @@ def train_concept(bb: Backbone, vectors: ConceptVectors, examples: Sequence[Exam
                                                 weight_decay=config.weight_decay))
     identity = {"data_digest": data_digest(examples), "seed": str(config.seed),
                 "batch_size": str(config.batch_size), "grad_accum": str(config.grad_accum),
-                "world": str(accel.num_processes), "backbone_fingerprint": str(bb.fingerprint),
-                "concept": vectors.name}
+                "world": str(accel.num_processes), "backbone_fingerprint": str(bb.fingerprint)}
+    # Not the concept's name: the run folder is the concept's (by its stable id), and a
+    # concept renamed after an interrupted run must still resume it.
     about = {"total_steps": str(total), "n_examples": str(len(examples)),
              "groups": json.dumps(list(vectors.groups.items())), "config": json.dumps(asdict(config))}
     run = RunHistory()
