@@ -52,13 +52,13 @@ def assistant(bb, library, tmp_path: Path):
 def test_text_answer_forces_the_understanding_group(bb, library, assistant) -> None:
     make_ready_concept(library, bb, "bo")
     pieces: list[str] = []
-    response = assistant.respond(Request("what is <bo> ?", mode="text", seed=5, max_tokens=8),
+    response = assistant.respond(Request("is <bo> red ?", mode="text", seed=5, max_tokens=8),
                                  on_text=pieces.append)
     assert response.modality == "text" and response.forced and response.concept == "bo"
     assert "".join(pieces) == response.text and response.text
     # The same answer as decoding by hand after prompt + the concept's understanding tokens.
     concepts = assistant.load_concepts(["bo"])
-    prompt = assistant.router.build_prompt(Request("what is <bo> ?"), concepts)
+    prompt = assistant.router.build_prompt(Request("is <bo> red ?"), concepts)
     ident = concepts.identifier_id("bo")
     by_hand = bb.generate_text(prompt + concepts.group_ids("bo", "understanding"),
                                extra=concepts.extra, max_new_tokens=8, temperature=0.7, seed=5,
@@ -134,7 +134,7 @@ def test_audio_plugin_reached_through_routing_logits(bb, library, tmp_path: Path
         vec = make_ready_concept(library, bb, "bo", groups)
         assistant = Assistant(bb, library, plugins, log_path=tmp_path / "r.jsonl",
                               out_dir=tmp_path / "out")
-        request = Request("say hello to <bo>")
+        request = Request("show me <bo>")
         concepts = ConceptSet(bb, [vec])
         hidden = final_hidden(bb, assistant.router.build_prompt(request, concepts), concepts.extra)
         for group in groups:
@@ -168,19 +168,19 @@ def test_a_crashing_responder_is_a_clear_error(bb, tmp_path: Path) -> None:
     plugins.register(_CrashPlugin(), "crash")
     assistant = Assistant(bb, None, plugins, log_path=tmp_path / "r.jsonl")
     with pytest.raises(YocError, match="'crash' modality failed: ZeroDivisionError: plugin bug"):
-        assistant.respond(Request("hi", mode="crash"))
+        assistant.respond(Request("a cat", mode="crash"))
 
 
 def test_conversation_keeps_turns(bb, assistant) -> None:
     chat = Conversation(assistant)
-    first = chat.ask(Request("hello", mode="text", seed=1, max_tokens=3))
+    first = chat.ask(Request("a red boat", mode="text", seed=1, max_tokens=3))
     assert first.response is not None and first.response.modality == "text"
     with pytest.raises(NotFoundError):
         chat.ask("and <nobody>?")
     assert chat.turns[-1].error and "nobody" in chat.turns[-1].error
     chat.turns.pop()
     retried = chat.retry()
-    assert retried.request.text == "hello" and retried.request.seed is None
+    assert retried.request.text == "a red boat" and retried.request.seed is None
     assert [t["modality"] for t in chat.to_json()] == ["text", "text"]
 
 
@@ -189,11 +189,11 @@ def test_text_answers_may_name_the_concept(bb, library, assistant) -> None:
     generated, and it is shown as <bo>."""
     vec = make_ready_concept(library, bb, "bo")
     concepts = assistant.load_concepts(["bo"])
-    prompt = assistant.router.build_prompt(Request("what is <bo> ?"), concepts)
+    prompt = assistant.router.build_prompt(Request("is <bo> red ?"), concepts)
     hidden = final_hidden(bb, prompt + concepts.group_ids("bo", "understanding"), concepts.extra)
     vec.output_rows[0] = steer(hidden, 1e3)  # the identifier: by far the likeliest first word
     vec.save(library.concept_dir("bo") / "vectors.safetensors", bb)
     pieces: list[str] = []
-    response = assistant.respond(Request("what is <bo> ?", mode="text", temperature=0.0, max_tokens=1),
+    response = assistant.respond(Request("is <bo> red ?", mode="text", temperature=0.0, max_tokens=1),
                                  on_text=pieces.append)
     assert response.text == "<bo>" and pieces == ["<bo>"]

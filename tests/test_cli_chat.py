@@ -35,17 +35,17 @@ def run(*args: str):
 
 
 def test_ask_streams_and_json_agree(tiny: Path, yoc_home: Path) -> None:
-    streamed = run("ask", "hello there", "--mode", "text", "--seed", "4", "--max-tokens", "6",
+    streamed = run("ask", "a red boat", "--mode", "text", "--seed", "4", "--max-tokens", "6",
                    "--explain")
     assert streamed.exit_code == 0, streamed.output
     assert "route: text (forced by --mode)" in streamed.stderr
     assert NOISE_WARNING not in streamed.stderr
-    as_json = run("ask", "hello there", "--mode", "text", "--seed", "4", "--max-tokens", "6", "--json")
+    as_json = run("ask", "a red boat", "--mode", "text", "--seed", "4", "--max-tokens", "6", "--json")
     data = json.loads(as_json.stdout)
     assert data["modality"] == "text" and data["forced"] is True and data["text"]
     assert streamed.stdout == data["text"] + "\n"
     lines = (yoc_home / "logs" / "router.jsonl").read_text().splitlines()
-    assert len(lines) == 2 and json.loads(lines[0])["text"] == "hello there"
+    assert len(lines) == 2 and json.loads(lines[0])["text"] == "a red boat"
 
 
 def test_ask_routes_without_mode(tiny: Path) -> None:
@@ -59,7 +59,7 @@ def test_ask_routes_without_mode(tiny: Path) -> None:
 def test_ask_with_image_answer_prints_paths(tiny: Path, tmp_path: Path) -> None:
     photo = tmp_path / "in.png"
     Image.new("RGB", (50, 40), (0, 120, 200)).save(photo)
-    result = run("ask", "draw this", "--image", str(photo), "--mode", "image", "--seed", "2",
+    result = run("ask", "draw the cat", "--image", str(photo), "--mode", "image", "--seed", "2",
                  "--out", str(tmp_path / "o"))
     assert result.exit_code == 0, result.output
     assert "Answering with image" in result.stderr
@@ -141,13 +141,13 @@ def test_audio_modality_from_the_command_line(tmp_path: Path) -> None:
     site = install_plugin(tmp_path / "site", "yoc_audio_test", AUDIO_PLUGIN, "audio")
     env = {**os.environ, "PYTHONPATH": str(site), "YOC_BACKBONE": str(TINY), "YOC_DEVICE": "cpu"}
     out = subprocess.run(
-        [sys.executable, "-m", "yoc_assistant", "ask", "hello", "--mode", "audio", "--out",
+        [sys.executable, "-m", "yoc_assistant", "ask", "a red boat", "--mode", "audio", "--out",
          str(tmp_path / "sound")], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("spoke into ")
     written = Path(lines[1])
-    assert written.parent == tmp_path / "sound" and "audio for 'hello'" in written.read_text()
+    assert written.parent == tmp_path / "sound" and "audio for 'a red boat'" in written.read_text()
 
 
 def test_draw_reports_progress_unless_quiet(tiny: Path, tmp_path: Path,
@@ -170,7 +170,7 @@ def test_draw_reports_progress_unless_quiet(tiny: Path, tmp_path: Path,
     monkeypatch.setattr(chat, "progress", recording)
     assert run("draw", "a boat", "--seed", "1", "--out", str(tmp_path)).exit_code == 0
     assert run("draw", "a boat", "--seed", "1", "--out", str(tmp_path), "--quiet").exit_code == 0
-    assert run("ask", "hi", "--mode", "text", "--max-tokens", "2").exit_code == 0
+    assert run("ask", "a cat", "--mode", "text", "--max-tokens", "2").exit_code == 0
     (loud, quiet) = seen  # a text answer opens no bar
     assert loud[:2] == ("Drawing 1 picture", False) and quiet[1] is True
     total = loud[2][-1][1]
@@ -184,7 +184,7 @@ def test_ask_about_a_concept(tiny: Path, capsys) -> None:
 
     with Library.open() as lib:
         make_ready_concept(lib, tiny_backbone(), "bo")
-    data = json.loads(run("ask", "what colour is <bo> ?", "--seed", "1", "--max-tokens", "4",
+    data = json.loads(run("ask", "is <bo> red ?", "--seed", "1", "--max-tokens", "4",
                           "--json").stdout)
     assert data["concept"] == "bo" and set(data["probabilities"]) == {"text", "image"}
     assert sum(data["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)

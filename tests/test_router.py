@@ -59,11 +59,12 @@ def test_prompt_layout(bb, plugins, bo) -> None:
     assert ids[0] == bb.special.bos and ids[-1] == bb.special.sep
     assert ids[1:1 + len(personal)] == personal
     rest = ids[1 + len(personal):]
+    # The photo comes before the question, as `yoc eval` and the training data ask.
+    assert rest[0] == bb.special.boi and rest[1 + bb.image_seq_length] == bb.special.eoi
+    assert rest[1:1 + bb.image_seq_length] == bb.encode_images([image])[0].tolist()
+    rest = rest[2 + bb.image_seq_length:]
     assert rest[:rest.index(ident)] == bb.tokenize("is ")
     assert rest.count(ident) == 1
-    boi = rest.index(bb.special.boi)
-    assert rest[boi + 1 + bb.image_seq_length] == bb.special.eoi
-    assert rest[boi + 1:boi + 1 + bb.image_seq_length] == bb.encode_images([image])[0].tolist()
 
 
 def test_unknown_mention_stays_text(bb, plugins, bo) -> None:
@@ -110,7 +111,7 @@ def test_two_concepts_pick_the_strongest(bb, plugins) -> None:
     b = ConceptVectors.initialize(bb, "b", GROUPS, seed=4)
     concepts = ConceptSet(bb, [a, b])
     router = Router(bb, plugins)
-    request = Request("<a> meets <b>")
+    request = Request("<a> and <b>")
     hidden = final_hidden(bb, router.build_prompt(request, concepts), concepts.extra)
     for vec in (a, b):
         for group in GROUPS:
@@ -153,14 +154,14 @@ def test_mode_override_skips_the_pass(bb, plugins, bo, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(bb, "next_token_logits", no_pass)
     router = Router(bb, plugins)
-    decision = router.route(Request("<bo> hi", mode="audio"), concepts)
+    decision = router.route(Request("<bo> on a boat", mode="audio"), concepts)
     assert (decision.modality, decision.forced, decision.probabilities) == ("audio", True, {})
     assert decision.concept == "bo"
     with pytest.raises(UserInputError, match="unknown mode 'video'.*audio"):
-        router.route(Request("hi", mode="video"))
+        router.route(Request("a cat", mode="video"))
 
 
 def test_no_plugins_is_a_clear_error(bb, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("YOC_LOAD_PLUGINS", "")
     with pytest.raises(YocError, match="no modality plugins are loaded"):
-        Router(bb, PluginManager()).route(Request("hi"))
+        Router(bb, PluginManager()).route(Request("a cat"))

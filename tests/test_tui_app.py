@@ -86,9 +86,9 @@ async def ask(pilot, text: str) -> AssistantBubble:  # noqa: ANN001
 async def test_text_answer_is_streamed_and_matches_the_assistant() -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        bubble = await ask(pilot, "hello there")
+        bubble = await ask(pilot, "a red boat")
         assert str(app.screen.query_one(StatusLine).render()) == "yoc · ready: tiny-anole-a"
-        expected = app.services.ask("hello there").text  # same seed, the real assistant
+        expected = app.services.ask("a red boat").text  # same seed, the real assistant
         assert expected and bubble.text == expected
         assert not app.screen.answering
         route = str(bubble.query_one(".route-info").render())
@@ -104,7 +104,7 @@ async def test_text_answer_is_streamed_and_matches_the_assistant() -> None:
 async def test_image_answer_is_shown_inline_and_saved(yoc_home: Path) -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        bubble = await ask(pilot, "/draw a red ball")
+        bubble = await ask(pilot, "/draw a red boat")
         views = bubble.query(ImageView)
         assert len(views) == 1
         path = views.first().path
@@ -278,7 +278,7 @@ async def test_chat_goes_on_while_training_and_training_can_be_cancelled(tmp_pat
         panel = app.screen.query_one(".training-panel")
         assert panel.display and "step " in str(panel.query_one(".train-info").render())
         # chatting while the trainer runs
-        app.screen.query_one(PromptInput).value = "hello there"
+        app.screen.query_one(PromptInput).value = "a red boat"
         await pilot.press("enter")
         await wait_for(pilot, lambda: not app.screen.answering)
         assert app.screen.query(AssistantBubble).last().text
@@ -346,7 +346,7 @@ async def test_attach_an_image_to_a_question(tmp_path: Path) -> None:
         await pilot.pause()
         assert app.screen.attachment == picture
         assert app.screen.query_one("#attachment").display
-        bubble = await ask(pilot, "what is in this photo?")
+        bubble = await ask(pilot, "is the cat in the photo ?")
         assert bubble.text
         assert "photo0.png" in str(app.screen.query(".bubble.user").last().render())
         assert app.screen.attachment is None  # used once

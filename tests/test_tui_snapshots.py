@@ -54,7 +54,7 @@ def test_chat_screen(snap_compare) -> None:  # noqa: ANN001
 def test_chat_with_an_answer_and_routing(snap_compare) -> None:  # noqa: ANN001
     async def ask(pilot) -> None:  # noqa: ANN001
         await settled(pilot)
-        pilot.app.screen.query_one(PromptInput).value = "hello there"
+        pilot.app.screen.query_one(PromptInput).value = "a red boat"
         await pilot.press("enter")
         await settled(pilot)
         await pilot.press("ctrl+r")

@@ -7,6 +7,12 @@ before an image); the softmax over those logits gives one probability per
 modality. Without a concept, a modality's `no_concept_token` (begin-image for
 the image modality) is read from the full softmax and the remaining probability
 goes to the text modality. `mode` skips the pass.
+
+Prompt layout: BOS, each mentioned concept's personalized prompt, the attached
+photos, the user's words, the separator (photo before question, as `yoc eval` and
+the training data ask). A request for a description of a photo uses the backbone's
+own captioning prompt when it names one (see `wordings`). Words the backbone's
+tokenizer cannot spell are refused with a note before any forward pass.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from yoc_assistant.assistant.mentions import Mention, mentioned_names, split_mentions
-from yoc_assistant.errors import YocError
+from yoc_assistant.assistant.wordings import asks_for_description, unknown_words
+from yoc_assistant.errors import UserInputError, YocError
 
 if TYPE_CHECKING:
     from yoc_assistant.assistant.modality import Modality, Request
@@ -30,6 +37,28 @@ log = logging.getLogger(__name__)
 
 # Takes what the token-signalled modalities leave when no concept is mentioned.
 DEFAULT_MODALITY = "text"
+BIG_BACKBONE_HINT = ("for questions in your own words use the real backbone: `yoc pull`, "
+                     "then YOC_BACKBONE=leloy/Anole-7b-v0.1-hf")
+
+
+class UnknownWordsError(UserInputError):
+    """The request has words the backbone has no token for; answering would be noise."""
+
+    def __init__(self, backbone: Any, words: list[str]) -> None:
+        shown = ", ".join(repr(w) for w in words[:8]) + (" …" if len(words) > 8 else "")
+        super().__init__(f"{getattr(backbone, 'name', 'the backbone')} does not know the "
+                         f"word{'s' if len(words) > 1 else ''} {shown}: a small backbone knows "
+                         f"only the words it was trained on; {BIG_BACKBONE_HINT}")
+        self.words = words
+
+
+def prompt_text(backbone: Any, request: Request) -> str:
+    """The words the backbone reads for `request`: the user's, or the backbone's own
+    captioning prompt for a request to describe the attached photo."""
+    caption = getattr(backbone, "caption_prompt", None)
+    if caption and request.images and asks_for_description(request.text):
+        return caption
+    return request.text
 
 
 @dataclass
@@ -73,12 +102,13 @@ def concept_names(text: str, concepts: Any) -> list[str]:
     return [loaded[m.lower()] for m in mentioned_names(text) if m.lower() in loaded]
 
 
-def request_parts(text: str, concepts: Any) -> list[Any]:
+def request_parts(text: str, concepts: Any, images: list[Any] | None = None) -> list[Any]:
     """Prompt parts for `bb.prompt_ids`: the personalized prompt of each mentioned
-    concept, then the user text with every `<name>` replaced by its identifier token
-    (a mention of a concept that is not loaded stays as text)."""
+    concept, the images, then the user text with every `<name>` replaced by its
+    identifier token (a mention of a concept that is not loaded stays as text)."""
     names = concept_names(text, concepts)
     parts: list[Any] = [list(concepts.prompt_ids(name)) for name in names]
+    parts.extend(images or [])
     canonical = {n.lower(): n for n in names}
     for piece in split_mentions(text):
         if isinstance(piece, Mention) and piece.name.lower() in canonical:
@@ -98,10 +128,15 @@ class Router:
         self.log_path = log_path
 
     def build_prompt(self, request: Request, concepts: Any = None) -> list[int]:
-        """BOS + concept prompts + user text (mentions -> identifiers) + images + separator."""
-        parts = request_parts(request.text, concepts)
-        parts.extend(request.images)
+        """BOS + concept prompts + images + user text (mentions -> identifiers) + separator."""
+        parts = request_parts(prompt_text(self.backbone, request), concepts, list(request.images))
         return list(self.backbone.prompt_ids(parts, end_turn=True))
+
+    def check_words(self, request: Request) -> None:
+        """Refuse words the backbone cannot read (UnknownWordsError), before any pass."""
+        words = unknown_words(self.backbone, prompt_text(self.backbone, request))
+        if words:
+            raise UnknownWordsError(self.backbone, words)
 
     def route(self, request: Request, concepts: Any = None,
               prompt_ids: list[int] | None = None) -> RouteDecision:
@@ -112,6 +147,7 @@ class Router:
                            "plugins/yoc-image (see `yoc plugins`), or check YOC_LOAD_PLUGINS")
         names = concept_names(request.text, concepts)
         if prompt_ids is None:
+            self.check_words(request)
             prompt_ids = self.build_prompt(request, concepts)
         if request.mode:
             chosen = self.plugins.modality(request.mode)

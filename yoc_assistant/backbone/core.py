@@ -55,7 +55,7 @@ class ExtraTokens:
 class GeneratedText:
     ids: list[int]
     text: str
-    finish_reason: str  # "eos" | "length" | "stop"
+    finish_reason: str  # "eos" | "length" | "stop" | "repeat"
 
 
 @dataclass
@@ -104,6 +104,8 @@ class Backbone:
     checkpoint_dir: the checkpoint's folder (None when built in memory)
     image_processor: the checkpoint's image processor (None when built in memory)
     caches: `BackboneCaches`, what the modules compute once and keep
+    caption_prompt: the prompt a small checkpoint was taught to describe a photo with
+                    (config.json `yoc_caption_prompt`), or None: any wording works
     """
 
     model: Any
@@ -123,6 +125,7 @@ class Backbone:
     has_decoder: bool
     cfg_scale: float  # the checkpoint's default guidance (config.json `yoc_cfg_scale`, else 3.0)
     checkpoint_dir: Path | None
+    caption_prompt: str | None  # config.json `yoc_caption_prompt`
     image_processor: Any
     caches: BackboneCaches
 
@@ -130,7 +133,8 @@ class Backbone:
                  vocab_size: int, hidden_size: int, image_seq_length: int, image_size: int,
                  source: str, name: str, precision: str, device: torch.device, dtype: torch.dtype,
                  fingerprint: str, has_decoder: bool, cfg_scale: float = 3.0,
-                 checkpoint_dir: Path | None = None, image_processor: Any = None) -> None:
+                 checkpoint_dir: Path | None = None, image_processor: Any = None,
+                 caption_prompt: str | None = None) -> None:
         self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
         self.special, self.image_vocab = special, image_vocab
         self.vocab_size, self.hidden_size = int(vocab_size), int(hidden_size)
@@ -139,6 +143,7 @@ class Backbone:
         self.precision, self.device, self.dtype = precision, device, dtype
         self.fingerprint, self.has_decoder = fingerprint, bool(has_decoder)
         self.cfg_scale, self.checkpoint_dir = float(cfg_scale), checkpoint_dir
+        self.caption_prompt = caption_prompt
         self.caches = BackboneCaches()
 
     @property

@@ -129,6 +129,26 @@ class TextStream:
             self.on_token(piece)
 
 
+# A model that has lost its way repeats a short run of tokens until max_new_tokens
+# (the toy backbone answered "' s ' s ' s …" for 256 tokens). A run of up to
+# MAX_LOOP tokens seen LOOP_REPEATS times in a row (a single token: twice as often)
+# ends the answer: no real sentence does that.
+MAX_LOOP = 8
+LOOP_REPEATS = 4
+
+
+def repeating(ids: Sequence[int]) -> bool:
+    """Whether `ids` ends in a short run of tokens repeated over and over."""
+    for n in range(1, MAX_LOOP + 1):
+        reps = 2 * LOOP_REPEATS if n == 1 else LOOP_REPEATS
+        if len(ids) < n * reps:
+            break
+        tail = list(ids[-n:])
+        if all(list(ids[len(ids) - n * (r + 1):len(ids) - n * r]) == tail for r in range(1, reps)):
+            return True
+    return False
+
+
 def text_decoder(bb: Backbone, names: Mapping[int, str] | None) -> Callable[[Sequence[int]], str]:
     """ids -> text; extra ids (only present when allowed) render as `names[id]`."""
     vocab = int(bb.vocab_size)
@@ -169,7 +189,8 @@ def generate_text(bb: Backbone, prompt_ids: Sequence[int], *, extra: ExtraTokens
     """Sample a text answer after the prompt (temperature 0 = greedy).
 
     Stops on EOS ("eos"), on the end-of-turn separator or any of `stop_ids` ("stop"),
-    or after `max_new_tokens` ("length"); stop tokens are not part of the result.
+    when the answer has fallen into a loop ("repeat", see `repeating`), or after
+    `max_new_tokens` ("length"); stop tokens are not part of the result.
     `allow_ids` lets extra (concept) ids into the answer, rendered via `extra_names`.
     """
     ids = prompt_tensor(bb, prompt_ids, extra)
@@ -196,6 +217,9 @@ def generate_text(bb: Backbone, prompt_ids: Sequence[int], *, extra: ExtraTokens
                 reason = "eos" if tok == eos else "stop"
                 break
             stream.push(tok)
+            if repeating(stream.ids):
+                reason = "repeat"
+                break
             if step + 1 < max_new_tokens:
                 feed = torch.tensor([[tok]], device=device)
                 logits, cache = network.forward(bb, feed, extra=extra, cache=cache, use_cache=True)

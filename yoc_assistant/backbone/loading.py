@@ -74,6 +74,13 @@ def cfg_scale_of(folder: Path) -> float:
     return DEFAULT_CFG_SCALE
 
 
+def caption_prompt_of(folder: Path) -> str | None:
+    """The prompt a small checkpoint was taught to describe a photo with (config.json
+    `yoc_caption_prompt`: the toy backbone's), else None: any wording works."""
+    value = _yoc_setting(folder, "yoc_caption_prompt")
+    return value if isinstance(value, str) and value.strip() else None
+
+
 def resolve_source(source: str | os.PathLike[str]) -> tuple[Path, str]:
     """(checkpoint directory, display name) for a local path or a cached hub id."""
     text = str(source)
@@ -396,7 +403,8 @@ def _assemble(model: Any, tokenizer: Any, image_processor: Any, folder: Path, na
                   precision=precision, device=device, dtype=compute_dtype(precision, device),
                   fingerprint=fingerprint(vocab, hidden_size, vocab_size),
                   has_decoder=any(k.startswith(DECODER_PREFIX) for k in shapes),
-                  checkpoint_dir=folder, cfg_scale=cfg_scale_of(folder))
+                  checkpoint_dir=folder, cfg_scale=cfg_scale_of(folder),
+                  caption_prompt=caption_prompt_of(folder))
     max_id = max(vocab.values())
     if max_id >= vocab_size:
         raise BackboneError(f"{folder}: the tokenizer has id {max_id} but the model has only {vocab_size} rows")

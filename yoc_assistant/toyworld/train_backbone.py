@@ -42,7 +42,10 @@ from yoc_assistant.toyworld.common import (
 # best with (it never saw a prompt-less example, so CFG's unconditional branch is noise
 # to it: unguided pictures of "a dotted orange star" matched real photos with CLIP-I
 # 0.50 and the right colour 0.75 of the time; at CFG 3, 0.06 and 0.00).
-YOC_SETTINGS: dict[str, Any] = {"yoc_name": "yoc-toy", "yoc_cfg_scale": 1.0}
+# `yoc_caption_prompt`: one of the caption task's prompts (language.py), which yoc sends
+# for "what is in this photo?" and its other wordings, which this model never saw.
+YOC_SETTINGS: dict[str, Any] = {"yoc_name": "yoc-toy", "yoc_cfg_scale": 1.0,
+                                "yoc_caption_prompt": "describe this photo ."}
 
 MODEL: dict[str, int] = {"hidden_size": 192, "num_layers": 4, "num_heads": 4, "intermediate_size": 512}
 QUICK_MODEL: dict[str, int] = {"hidden_size": 64, "num_layers": 1, "num_heads": 2, "intermediate_size": 128}
