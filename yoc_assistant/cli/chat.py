@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from yoc_assistant.cli.output import print_json, progress, quiet_option, warn
+from yoc_assistant.cli.output import SEED, FiniteFloat, print_json, progress, quiet_option, warn
 from yoc_assistant.cli.runtime import open_backbone, open_library, precision_option
 from yoc_assistant.safetext import printable
 from yoc_assistant.settings import IMAGE_DECODING, IMAGE_DECODINGS
@@ -61,7 +61,7 @@ def _print_files(response: Any) -> None:
 @click.option("--mode", help="Answer with this modality (text, image, or a plugin's) "
                              "instead of letting the model choose.")
 @click.option("--explain", is_flag=True, help="Show the router's choice and its probabilities.")
-@click.option("--seed", type=int, help="Seed for sampling (repeatable answers).")
+@click.option("--seed", type=SEED, help="Seed for sampling (repeatable answers).")
 @click.option("--max-tokens", type=click.IntRange(1, 8192), default=256, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path),
               help="File or folder for pictures, if the answer is a picture.")
@@ -115,10 +115,10 @@ def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, se
 @click.argument("text")
 @click.option("--out", type=click.Path(path_type=Path),
               help="PNG file or folder (default: the yoc folder in your pictures folder).")
-@click.option("--seed", type=int, help="Seed of the first picture (picture i uses seed+i).")
+@click.option("--seed", type=SEED, help="Seed of the first picture (picture i uses seed+i).")
 @click.option("--n", "n", type=click.IntRange(1, 64), default=1, show_default=True,
               help="How many pictures.")
-@click.option("--cfg", "cfg", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--cfg", "cfg", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Classifier-free guidance scale (1.0 = off; default: the backbone's, 3.0 for Anole).")
 @click.option("--decoding", type=click.Choice(IMAGE_DECODINGS), default=IMAGE_DECODING, show_default=True,
               help="sjd: several image tokens per forward pass (speculative Jacobi decoding, the same "

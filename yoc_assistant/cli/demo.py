@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from yoc_assistant.cli.output import info, print_json, progress, quiet_option, warn
+from yoc_assistant.cli.output import SEED, info, print_json, progress, quiet_option, warn
 from yoc_assistant.errors import NotFoundError, UserInputError
 
 PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -100,7 +100,7 @@ def _step(title: str, quiet: bool) -> None:
               help="Training steps (default: the demo's budget for this backbone).")
 @click.option("--retrain", is_flag=True, help="Train again even if the concept is ready.")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the drawn picture.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @quiet_option
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON at the end.")
 def demo(steps: int | None, retrain: bool, out: Path | None, seed: int, quiet: bool,

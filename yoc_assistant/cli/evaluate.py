@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-from yoc_assistant.cli.output import info, json_option, print_json, progress, quiet_option, warn
+from yoc_assistant.cli.output import (
+    SEED,
+    info,
+    json_option,
+    print_json,
+    progress,
+    quiet_option,
+    warn,
+)
 from yoc_assistant.cli.runtime import open_backbone, open_library, precision_option
 from yoc_assistant.errors import UserInputError
 
@@ -125,7 +133,7 @@ def _print_table(report: dict[str, Any]) -> None:
               help="Multiple-choice questions (JSON: [{question, options: {A: .., B: ..}, answer}]).")
 @click.option("--images", "n_images", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Pictures to generate for CLIP-I.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @precision_option
 @json_option
 @quiet_option

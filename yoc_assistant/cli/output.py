@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -18,6 +19,22 @@ import click
 
 from yoc_assistant.errors import UserInputError
 from yoc_assistant.safetext import json_safe, printable
+
+# Seeds torch can take (a Generator seeds from 64 bits; picture i of a drawing uses seed + i).
+SEED_MAX = 2**63 - 1
+SEED = click.IntRange(0, SEED_MAX)
+
+
+class FiniteFloat(click.FloatRange):
+    """A FloatRange that also refuses inf and nan (which compare as in range or not at all)."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from yoc_assistant.cli.output import json_option, print_json, quiet_option
+from yoc_assistant.cli.output import SEED, json_option, print_json, quiet_option
 from yoc_assistant.cli.runtime import precision_option
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
               help="Recompute activations in the backward pass: less memory, ~35% slower.")
 @precision_option
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of an interrupted run.")
-@click.option("--seed", type=int, help="Random seed (data order, initialization; default 0).")
+@click.option("--seed", type=SEED, help="Random seed (data order, initialization; default 0).")
 @click.option("--blank-init", is_flag=True,
               help="Start every concept row blank, not from the words the backbone uses for the photos.")
 @click.option("--no-mirror", is_flag=True,

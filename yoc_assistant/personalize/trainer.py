@@ -111,6 +111,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise UserInputError(f"{name.replace('_', '-')} must be a whole number >= 1, not {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise UserInputError(f"seed must be a whole number from 0 to 2**63-1, not {self.seed!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise UserInputError(f"steps must be >= 1, not {self.max_steps!r}")
         if self.eval_every is not None and self.eval_every < 1:
