@@ -311,3 +311,7 @@ def test_bench_train_on_cpu(bb: Backbone) -> None:
     h, i = cfg.hidden_size, cfg.intermediate_size
     assert n == cfg.num_hidden_layers * (4 * h * h + 3 * h * i) + h * bb.vocab_size
     assert out["pct_of_bf16_peak"] is None and out["device"] == "cpu"
+    # the same batches trained by hand with transformers' modules, timed in the same run
+    assert out["plain_transformers_ms_per_step"] > 0
+    assert out["vs_plain_transformers"] == pytest.approx(out["ms_per_step"] / out["plain_transformers_ms_per_step"],
+                                                         rel=1e-2)

@@ -362,5 +362,11 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     rows.append(("text", f"{text['tokens_per_s']:.1f} tokens/s ({text['tokens']} tokens)"))
     rows.append((f"peak memory ({result['peak_memory']['kind']})", f"{result['peak_memory']['mb']:.0f} MB"))
     if "train" in result:
-        rows.append(("training", str(result["train"])))
+        train = result["train"]
+        if isinstance(train, dict) and "ms_per_step" in train:
+            rows.append((f"training step ({train['batch_size']} x {train['seq_len']} tokens)",
+                         f"{train['ms_per_step']:.1f} ms (plain transformers "
+                         f"{train['plain_transformers_ms_per_step']:.1f} ms, x{train['vs_plain_transformers']:.2f})"))
+        else:
+            rows.append(("training", str(train)))
     return rows

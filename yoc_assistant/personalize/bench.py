@@ -15,11 +15,13 @@ the useful work (the figure used for "% of peak") stays 4NT. The H200 anchor
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import resource
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -107,6 +109,8 @@ def bench_train(bb: Backbone, *, batch_size: int = 4, seq_len: int = 1100, steps
     train_concept(bb, vectors, examples, config, on_event=on_event)
     times = [b - a for a, b in zip(stamps, stamps[1:], strict=False)][warmup:]
     ms = statistics.median(times) * 1000 if times else float("nan")
+    plain_ms = plain_train_ms(bb, vectors, examples, batch_size=batch_size, steps=steps, warmup=warmup,
+                              gradient_checkpointing=gradient_checkpointing)
     tokens = batch_size * seq_len
     n_params = matrix_params(bb)
     flops = 4.0 * n_params * tokens
@@ -116,6 +120,8 @@ def bench_train(bb: Backbone, *, batch_size: int = 4, seq_len: int = 1100, steps
         "backbone": bb.name, "precision": bb.precision, "batch_size": batch_size, "seq_len": seq_len,
         "steps": len(times), "gradient_checkpointing": gradient_checkpointing,
         "ms_per_step": round(ms, 2), "tokens_per_s": round(tokens / ms * 1000, 1),
+        "plain_transformers_ms_per_step": round(plain_ms, 2),
+        "vs_plain_transformers": round(ms / plain_ms, 3),
         "matrix_params": n_params, "flops_per_step": flops, "formula": FORMULA,
         "achieved_tflops": round(flops / ms * 1000 / 1e12, 3),
         "peak_bf16_tflops": peak / 1e12 if peak else None,
@@ -128,6 +134,43 @@ def bench_train(bb: Backbone, *, batch_size: int = 4, seq_len: int = 1100, steps
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         result["peak_rss_gb"] = round(rss / (2**30 if sys.platform == "darwin" else 2**20), 2)
     return result
+
+
+def plain_train_ms(bb: Backbone, vectors: ConceptVectors, examples: Sequence[_Example], *, batch_size: int,
+                   steps: int, warmup: int, gradient_checkpointing: bool) -> float:
+    """Median ms per step of the same batches trained by hand with transformers' modules only:
+    concept rows spliced into `embed_tokens`' output, the base model, `lm_head` plus the rows'
+    logits, cross-entropy over every next token, backward, AdamW. The baseline `yoc bench
+    --train` sets the trainer against (its extra work: task-balanced loss, bookkeeping)."""
+    from yoc_assistant.personalize.trainer import frozen_backbone
+
+    device, vocab = bb.device, int(bb.vocab_size)
+    base, head = bb.model.model, bb.model.lm_head
+    rows_in = vectors.input_rows.detach().to(device, torch.float32).clone().requires_grad_(True)
+    rows_out = vectors.output_rows.detach().to(device, torch.float32).clone().requires_grad_(True)
+    optimizer = torch.optim.AdamW([rows_in, rows_out], lr=1e-4)
+    autocast = device.type == "cuda" and bb.dtype == torch.bfloat16
+    times = []
+    with frozen_backbone(bb, gradient_checkpointing):
+        for k in range(warmup + steps):
+            batch = examples[k * batch_size:(k + 1) * batch_size]
+            ids = torch.tensor([e.ids for e in batch], device=device)
+            _sync(device)
+            start = time.perf_counter()
+            with torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
+                is_extra = (ids >= vocab).unsqueeze(-1)
+                embeds = base.embed_tokens(ids.clamp(max=vocab - 1))
+                embeds = torch.where(is_extra, rows_in[(ids - vocab).clamp(min=0)].to(embeds.dtype), embeds)
+                hidden = base(inputs_embeds=embeds).last_hidden_state
+                logits = torch.cat([head(hidden).float(), hidden.float() @ rows_out.T], dim=-1)
+                loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                         ids[:, 1:].reshape(-1))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[warmup:]) * 1000 if times[warmup:] else float("nan")
 
 
 def bench_train_precisions(source: str, precisions: list[str], *, device: str = "auto",
