@@ -9,6 +9,8 @@ has no VQ decoder.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -92,3 +94,27 @@ def synthetic_backbone(shape: str = "anole-7b", precision: str = "bf16", device:
                     image_seq_length=grid * grid, image_size=side, source=label, name=label,
                     precision=precision, device=dev, dtype=dtype,
                     fingerprint=fingerprint(vocab, hidden, size), has_decoder=False)
+
+
+def write_synthetic_checkpoint(shape: str, folder: str | os.PathLike[str], device: str = "auto") -> Path:
+    """Write a random bf16 model of the named shape as a loadable checkpoint folder (so that
+    `Backbone.load(folder, precision="int8" | "nf4")` quantizes it with bitsandbytes, as a
+    real checkpoint would be). No VQ decoder: it cannot draw pictures."""
+    import json
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    bb = synthetic_backbone(shape, precision="bf16", device=device)
+    bb.model.save_pretrained(str(out))
+    bb.tokenizer.save_pretrained(str(out))
+    side = int(bb.image_size)
+    (out / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "ChameleonImageProcessor", "processor_class": "ChameleonProcessor",
+        "do_resize": True, "size": {"shortest_edge": side}, "resample": 1, "do_center_crop": True,
+        "crop_size": {"height": side, "width": side}, "do_rescale": True, "rescale_factor": 0.0078,
+        "do_normalize": True, "image_mean": [1.0, 1.0, 1.0], "image_std": [1.0, 1.0, 1.0],
+        "do_convert_rgb": True}))
+    (out / "processor_config.json").write_text(json.dumps({
+        "image_seq_length": int(bb.image_seq_length), "image_token": "<image>",
+        "processor_class": "ChameleonProcessor"}))
+    return out
