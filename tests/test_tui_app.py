@@ -350,3 +350,17 @@ async def test_attach_an_image_to_a_question(tmp_path: Path) -> None:
         assert bubble.text
         assert "photo0.png" in str(app.screen.query(".bubble.user").last().render())
         assert app.screen.attachment is None  # used once
+
+
+@sync
+async def test_the_chat_app_writes_the_conversation_log() -> None:
+    from yoc_assistant.app.conversation_log import ConversationLog
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        bubble = await ask(pilot, "a red boat")
+    with Library.open() as lib:
+        (entry,) = ConversationLog(lib).entries()
+    assert (entry.source, entry.request, entry.seed) == ("chat", "a red boat", 0)
+    assert entry.answer == bubble.text and entry.backbone and entry.error is None

@@ -212,4 +212,4 @@ class Router:
 def default_log_path() -> Path:
     from yoc_assistant.library import paths
 
-    return paths.home() / "logs" / "router.jsonl"
+    return paths.logs_dir() / "router.jsonl"

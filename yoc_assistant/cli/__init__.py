@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "pull": "system:pull",
     "bench": "bench:bench",
     "demo": "demo:demo",
+    "logs": "logs:logs",
+    "path": "system:path",
 }
 
 

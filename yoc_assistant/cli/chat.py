@@ -71,10 +71,11 @@ def _print_files(response: Any) -> None:
 def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, seed: int | None,
         max_tokens: int, out: Path | None, quiet: bool, precision: str, as_json: bool) -> None:
     """Ask about TEXT (mention concepts as <name>); the answer is streamed."""
+    from yoc_assistant.app.conversation_log import log_request, with_seed
     from yoc_assistant.assistant import Request
 
-    request = Request(text=text, images=_load_images(images), mode=mode, seed=seed,
-                      max_tokens=max_tokens, out=out)
+    request = with_seed(Request(text=text, images=_load_images(images), mode=mode, seed=seed,
+                                max_tokens=max_tokens, out=out))
     assistant = _assistant(precision, quiet or as_json, text, mode)
     streamed: list[str] = []
 
@@ -99,10 +100,12 @@ def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, se
                 bar.append(stack.enter_context(progress("Drawing", quiet=quiet or as_json)))
             bar[0](done, total)
 
-        response = assistant.respond(request, on_text=on_text, on_progress=on_progress,
-                                     on_route=on_route)
+        with log_request(assistant.library, request, source="ask",
+                         backbone=assistant.backbone) as entry:
+            response = entry.response = assistant.respond(request, on_text=on_text,
+                                                          on_progress=on_progress, on_route=on_route)
     if as_json:
-        print_json(_response_json(response))
+        print_json({**_response_json(response), "seed": request.seed})
         return
     if streamed:
         click.echo()
@@ -131,6 +134,7 @@ def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, se
 def draw(text: str, out: Path | None, seed: int | None, n: int, cfg: float | None, decoding: str,
          explain: bool, quiet: bool, precision: str, as_json: bool) -> None:
     """Draw TEXT (mention concepts as <name>) to PNG files and print their paths."""
+    from yoc_assistant.app.conversation_log import log_request, with_seed
     from yoc_assistant.assistant import Request
 
     assistant = _assistant(precision, quiet or as_json, text, "image")
@@ -139,11 +143,13 @@ def draw(text: str, out: Path | None, seed: int | None, n: int, cfg: float | Non
         routed, _ = assistant.route(Request(text=text))
         if not as_json:
             click.echo(routed.explain(), err=True)
-    request = Request(text=text, mode="image", seed=seed, n=n, cfg_scale=cfg, out=out, decoding=decoding)
-    with progress(f"Drawing {n} picture{'s' if n > 1 else ''}", quiet=quiet or as_json) as on_progress:
-        response = assistant.respond(request, on_progress=on_progress)
+    request = with_seed(Request(text=text, mode="image", seed=seed, n=n, cfg_scale=cfg, out=out,
+                                decoding=decoding))
+    with progress(f"Drawing {n} picture{'s' if n > 1 else ''}", quiet=quiet or as_json) as on_progress, \
+            log_request(assistant.library, request, source="draw", backbone=assistant.backbone) as entry:
+        response = entry.response = assistant.respond(request, on_progress=on_progress)
     if as_json:
-        data = _response_json(response)
+        data = {**_response_json(response), "seed": request.seed}
         if routed is not None:
             data["router"] = routed.to_json()
         print_json(data)

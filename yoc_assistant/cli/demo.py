@@ -107,6 +107,7 @@ def demo(steps: int | None, retrain: bool, out: Path | None, seed: int, quiet: b
          as_json: bool) -> None:
     """Walk through yoc on the embedded backbone: add, train, ask, draw."""
     from yoc_assistant.app.backbones import default_backbone
+    from yoc_assistant.app.conversation_log import log_request
     from yoc_assistant.app.plugins import load_plugins
     from yoc_assistant.assistant import Assistant, Request
     from yoc_assistant.cli.runtime import open_backbone, open_library
@@ -164,17 +165,20 @@ def demo(steps: int | None, retrain: bool, out: Path | None, seed: int, quiet: b
     for i, (question, photo) in enumerate(asks):
         _step(f"{4 + i}. Asking: {question}" + (f" [{photo.name}]" if photo else ""), quiet)
         images = [normalize_file(photo).image] if photo else []
-        response = assistant.respond(Request(text=question, images=images, mode="text",
-                                             seed=seed, max_tokens=32, temperature=0.0))
+        request = Request(text=question, images=images, mode="text", seed=seed, max_tokens=32,
+                          temperature=0.0)
+        with log_request(library, request, source="demo", backbone=bb) as entry:
+            response = entry.response = assistant.respond(request)
         info(f"yoc: {response.text.strip()}", quiet=quiet)
         answers.append({"question": question, "photo": str(photo) if photo else None,
                         "answer": response.text.strip()})
     summary["answers"] = answers
 
     _step(f"{4 + len(asks)}. Drawing <{example.name}>", quiet)
-    with progress("Drawing", quiet=quiet) as on_progress:
-        response = assistant.respond(Request(text=f"A photo of <{example.name}>.", mode="image",
-                                             seed=seed, out=out), on_progress=on_progress)
+    request = Request(text=f"A photo of <{example.name}>.", mode="image", seed=seed, out=out)
+    with progress("Drawing", quiet=quiet) as on_progress, \
+            log_request(library, request, source="demo", backbone=bb) as entry:
+        response = entry.response = assistant.respond(request, on_progress=on_progress)
     for path in response.image_paths:
         info(f"picture: {path}", quiet=quiet)
         if not quiet:

@@ -320,3 +320,34 @@ def pull(model: str | None, clip: bool, revision: str | None, quiet: bool) -> No
         click.echo(str(path))
     if (model is None or model == ANOLE_ID) and not quiet:
         click.echo(f"Use it with: YOC_BACKBONE={ANOLE_ID} yoc doctor", err=True)
+
+
+# -- path ------------------------------------------------------------------------------
+PATH_KINDS = ("library", "database", "pictures", "logs")
+
+
+def yoc_paths() -> dict[str, str]:
+    from yoc_assistant.library import paths
+
+    home = paths.home()
+    return {"library": str(home), "database": str(paths.db_path(home)),
+            "pictures": str(paths.pictures_dir()), "logs": str(paths.logs_dir(home))}
+
+
+@click.command("path")
+@click.argument("kind", required=False, type=click.Choice(PATH_KINDS))
+@click.option("--json", "as_json", is_flag=True, help="Print the folders as JSON.")
+def path(kind: str | None, as_json: bool) -> None:
+    """Where yoc keeps things: the library folder, its database (concepts and the
+    conversation log, `yoc logs`), the pictures folder and the diagnostic logs folder.
+
+    With KIND, only that path (for scripts: `cd "$(yoc path pictures)"`)."""
+    found = yoc_paths()
+    if kind is not None:
+        click.echo(found[kind])
+    elif as_json:
+        click.echo(json.dumps(found, indent=2))
+    else:
+        width = max(map(len, found))
+        for name, where in found.items():
+            click.echo(f"{name.ljust(width)}  {printable(where)}")

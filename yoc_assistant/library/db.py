@@ -217,8 +217,34 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m2_conversation_log(db: sqlite_utils.Database) -> None:
+    """Every request and its answer (app/conversation_log.py writes and reads it)."""
+    db.execute(
+        """CREATE TABLE log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            time TEXT NOT NULL,
+            source TEXT NOT NULL,
+            request TEXT NOT NULL,
+            attached TEXT,
+            mode TEXT,
+            answer TEXT,
+            modality TEXT,
+            forced INTEGER,
+            route TEXT,
+            concepts TEXT,
+            pictures TEXT,
+            seed INTEGER,
+            backbone TEXT,
+            backbone_fingerprint TEXT,
+            seconds REAL,
+            error TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX log_time ON log(time)")
+
+
 # Append only: the list index + 1 is the schema version a migration produces.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_conversation_log]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

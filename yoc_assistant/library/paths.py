@@ -55,6 +55,16 @@ def backbones_dir(root: Path | None = None) -> Path:
     return _ensure((root or home()) / "backbones")
 
 
+def logs_dir(root: Path | None = None) -> Path:
+    """Diagnostic logs (the router's); the conversation log is in the database."""
+    return _ensure((root or home()) / "logs")
+
+
+def logs_off_marker(root: Path | None = None) -> Path:
+    """Present while the conversation log is off (`yoc logs off`)."""
+    return (root or home()) / "logs-off"
+
+
 def pictures_dir() -> Path:
     """Where `yoc draw` puts pictures by default (not created here)."""
     override = settings.pictures_override()

@@ -163,20 +163,23 @@ class Services:
             on_text: TextFn | None = None, on_progress: ProgressFn | None = None) -> Answer:
         """Answer one chat turn (blocking); streamed text goes to `on_text`.
         `mode` forces a modality by name (None: the router picks)."""
+        from yoc_assistant.app.conversation_log import log_request, with_seed
         from yoc_assistant.assistant import Request
         from yoc_assistant.library import Library
         from yoc_assistant.library.ingest import normalize_file
 
         images = [normalize_file(Path(image).expanduser()).image] if image is not None else []
-        conversation = self._conversation_for(self.load_backbone())
+        backbone = self.load_backbone()
+        conversation = self._conversation_for(backbone)
+        request = with_seed(Request(text=text, images=images, mode=mode, seed=self.seed))
         with Library.open() as lib:
             # The assistant outlives this call (it caches loaded concepts), but an
             # SQLite connection belongs to the thread that opened it: lend it this one.
             conversation.assistant.library = lib
             try:
-                turn = conversation.ask(Request(text=text, images=images, mode=mode,
-                                                seed=self.seed),
-                                        on_text=on_text, on_progress=on_progress)
+                with log_request(lib, request, source="chat", backbone=backbone) as entry:
+                    turn = conversation.ask(request, on_text=on_text, on_progress=on_progress)
+                    entry.response = turn.response
             finally:
                 conversation.assistant.library = None
         response = turn.response
