@@ -20,11 +20,17 @@ def test_completion_finishes_the_mention_being_typed() -> None:
     assert complete_mention("draw bo", NAMES) is None
 
 
-def test_chat_commands_force_a_modality() -> None:
-    assert split_command("/draw <bo> on a boat") == ("image", "<bo> on a boat")
-    assert split_command("/text what is it") == ("text", "what is it")
-    assert split_command("what is /draw") == (None, "what is /draw")
-    assert split_command("/draw") == ("image", "")
+def test_chat_commands_come_from_the_installed_modalities() -> None:
+    from yoc_assistant.tui.services import Services
+
+    commands = Services().chat_commands()
+    assert {"/text", "/ask", "/image", "/draw"} <= set(commands)
+    assert split_command("/draw <bo> on a boat", commands) == ("image", "<bo> on a boat")
+    assert split_command("/text what is it", commands) == ("text", "what is it")
+    assert split_command("what is /draw", commands) == (None, "what is /draw")
+    assert split_command("/draw", commands) == ("image", "")
+    assert split_command("/audio hello", commands) == (None, "/audio hello")
+    assert split_command("/audio hello", {**commands, "/audio": "audio"}) == ("audio", "hello")
 
 
 def test_metrics_column_prefers_evaluation_then_loss() -> None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from yoc_assistant.assistant.router import RouteDecision
     from yoc_assistant.backbone import Backbone, ExtraTokens
+    from yoc_assistant.personalize.data import BuildContext, Example
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -96,17 +97,26 @@ class RespondContext:
 class Modality:
     """Subclass and override `respond` (and `build_examples`, `no_concept_token` as needed).
 
-    name: unique modality name (`--mode NAME`); group: the concept token group it owns;
-    group_size: tokens in that group; description: one line for `yoc plugins`.
+    name: unique modality name (`--mode NAME`, `/NAME` in the chat app); group: the concept
+    token group it owns; group_size: tokens in that group; description: one line for
+    `yoc plugins`; example_requests: requests this modality should answer, `{name}` where
+    a concept goes ("say {name}'s name out loud"): every concept trained while the plugin
+    is installed learns to route them to this group, even without `build_examples`;
+    fallback: answers a request without a concept that no modality's `no_concept_token`
+    claims (the text modality sets it; without one, the first such modality does);
+    aliases: more chat-app command names (`/draw` for the image modality).
     """
 
     name: str
     group: str
     group_size: int
     description: str = ""
+    example_requests: tuple[str, ...] = ()
+    fallback: bool = False
+    aliases: tuple[str, ...] = ()
 
-    def build_examples(self, ctx: Any) -> list:
-        """Training examples for this modality's group (personalize.data.Example objects)."""
+    def build_examples(self, ctx: BuildContext) -> list[Example]:
+        """Training examples for this modality's group (`yoc_assistant.plugin.Example`)."""
         return []
 
     def respond(self, request: Request, ctx: RespondContext) -> Response:
@@ -129,6 +139,12 @@ def validation_problem(modality: object) -> str | None:
     size = modality.group_size
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         return f"modality {modality.name!r}: group size {size!r} must be a positive integer"
+    requests = modality.example_requests
+    if not isinstance(requests, (tuple, list)) or not all(isinstance(r, str) and r.strip() for r in requests):
+        return f"modality {modality.name!r}: example_requests must be a tuple of non-empty strings"
+    aliases = modality.aliases
+    if not isinstance(aliases, (tuple, list)) or not all(isinstance(a, str) and NAME_RE.match(a) for a in aliases):
+        return f"modality {modality.name!r}: aliases must be a tuple of names (letters, digits, '-', '_')"
     if type(modality).respond is Modality.respond:
         return f"modality {modality.name!r} does not implement respond()"
     return None

@@ -26,7 +26,7 @@ def slug(text: str, limit: int = 40) -> str:
 
 
 def output_paths(out: Path, n: int, *, prompt: str, suffix: str) -> list[Path]:
-    """`n` fresh paths for a request's outputs.
+    """`n` fresh paths for a request's outputs; the folder they go in exists afterwards.
 
     `out` is a folder (existing, or without the expected suffix): new unique names
     inside it; or a file with `suffix`: that file for n=1, `stem-1`, `stem-2`, ... for more.
@@ -37,14 +37,23 @@ def output_paths(out: Path, n: int, *, prompt: str, suffix: str) -> list[Path]:
     if out.suffix and not out.is_dir():
         if out.suffix.lower() != suffix:
             raise UserInputError(f"{out}: output must be a folder or a {suffix} file")
+        _make_folder(out.parent)
         if n == 1:
             return [out]
         return [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(n)]
+    _make_folder(out)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     # A random tag keeps two processes drawing the same prompt in the same second apart.
     base = f"{slug(prompt)}-{stamp}-{secrets.token_hex(2)}"
     paths = [out / (f"{base}{suffix}" if n == 1 else f"{base}-{i + 1}{suffix}") for i in range(n)]
     return [_free(p) for p in paths]
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserInputError(f"cannot create the output folder {folder}: {err.strerror or err}") from err
 
 
 def _free(path: Path) -> Path:

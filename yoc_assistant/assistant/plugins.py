@@ -180,6 +180,24 @@ class PluginManager:
         """Token groups every new concept gets: group name -> size."""
         return {m.group: m.group_size for m in self.get_modalities()}
 
+    def commands(self) -> list[tuple[str, Any]]:
+        """(plugin name, command) for every object plugins return from `yoc_commands()`, in
+        plugin order (first-party first, then by name). The command line checks that each is
+        a click command with a free name; a hook that raises is recorded in `failures`."""
+        out: list[tuple[str, Any]] = []
+        impls = sorted(self.pm.hook.yoc_commands.get_hookimpls(),
+                       key=lambda impl: (not self.is_first_party(impl.plugin_name), impl.plugin_name))
+        for impl in impls:
+            try:
+                found = list(impl.function() or [])
+            except KeyboardInterrupt:
+                raise
+            except BaseException as err:  # noqa: BLE001
+                self._fail(impl.plugin_name, f"yoc_commands() raised {type(err).__name__}: {err}")
+                continue
+            out += [(impl.plugin_name, command) for command in found]
+        return out
+
 
 def _dist_name(dist: importlib.metadata.Distribution) -> str:
     meta = dist.metadata

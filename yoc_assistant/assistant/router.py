@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Takes what the token-signalled modalities leave when no concept is mentioned.
-DEFAULT_MODALITY = "text"
 BIG_BACKBONE_HINT = ("for questions in your own words use the real backbone: `yoc pull`, "
                      "then YOC_BACKBONE=leloy/Anole-7b-v0.1-hf")
 
@@ -187,10 +185,10 @@ class Router:
             token = m.no_concept_token(self.backbone)
             if token is not None:
                 per_modality[m.name] = float(full[int(token)])
-        rest = [m.name for m in modalities if m.name not in per_modality]
+        rest = [m for m in modalities if m.name not in per_modality]
         if rest:
-            fallback = DEFAULT_MODALITY if DEFAULT_MODALITY in rest else rest[0]
-            per_modality[fallback] = max(0.0, 1.0 - sum(per_modality.values()))
+            fallback = next((m for m in rest if m.fallback), rest[0])
+            per_modality[fallback.name] = max(0.0, 1.0 - sum(per_modality.values()))
         best = max(per_modality, key=per_modality.__getitem__)
         return RouteDecision(best, per_modality, False, None)
 

@@ -39,13 +39,18 @@ COMMANDS: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
+    """Built-in commands imported when run; plugins' commands (`yoc_commands`) found only
+    when a name is not built in (or for the command list), so built-ins load no plugin."""
+
+    _plugin_commands: dict[str, click.Command] | None = None
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(COMMANDS) + sorted(self.plugin_commands())
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
         if target is None:
-            return None
+            return self.plugin_commands().get(cmd_name)
         module_name, attr = target.split(":")
         try:
             module = importlib.import_module(f"yoc_assistant.cli.{module_name}")
@@ -54,6 +59,25 @@ class LazyGroup(click.Group):
                 return None  # command not built yet
             raise
         return getattr(module, attr)
+
+    def plugin_commands(self) -> dict[str, click.Command]:
+        """Name -> command from the plugins' `yoc_commands()`; clashes and non-commands skipped."""
+        if self._plugin_commands is None:
+            from yoc_assistant.app.plugins import load_plugins
+
+            found: dict[str, click.Command] = {}
+            for plugin, command in load_plugins().commands():
+                name = getattr(command, "name", None)
+                if not isinstance(command, click.Command) or not name:
+                    click.secho(f"Warning: plugin {printable(plugin)}: {printable(repr(command))} is not a click command; skipped",
+                                fg="yellow", err=True)
+                elif name in COMMANDS or name in found:
+                    click.secho(f"Warning: plugin {printable(plugin)}: the command name {printable(repr(name))} is taken; skipped",
+                                fg="yellow", err=True)
+                else:
+                    found[name] = command
+            self._plugin_commands = found
+        return self._plugin_commands
 
 
 @click.group(cls=LazyGroup, invoke_without_command=True,

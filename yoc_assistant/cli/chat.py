@@ -58,7 +58,7 @@ def _print_files(response: Any) -> None:
 @click.argument("text")
 @click.option("--image", "images", multiple=True, type=click.Path(path_type=Path),
               help="Attach a photo (repeatable).")
-@click.option("--mode", help="Answer with this modality (text, image, or a plugin's) "
+@click.option("--mode", help="Answer with this modality (a name `yoc plugins` lists) "
                              "instead of letting the model choose.")
 @click.option("--explain", is_flag=True, help="Show the router's choice and its probabilities.")
 @click.option("--seed", type=SEED, help="Seed for sampling (repeatable answers).")
@@ -82,7 +82,8 @@ def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, se
     def on_route(decision: Any) -> None:
         if explain and not as_json:
             click.echo(decision.explain(), err=True)
-        if decision.modality != "text" and not (quiet or as_json):
+        streams_text = assistant.plugins.modality(decision.modality).fallback
+        if not streams_text and not (quiet or as_json):
             how = "as asked (--mode)" if decision.forced else "chosen by the model"
             click.echo(f"Answering with {decision.modality} ({how}); files written:", err=True)
 

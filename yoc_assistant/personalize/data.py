@@ -44,8 +44,6 @@ IGNORE = -100
 GENERATION = "generation"
 UNDERSTANDING = "understanding"
 TASKS = ("recognition", "qa", "generation")
-# Modality plugin name -> the tasks that train its group.
-TASKS_BY_MODALITY = {"text": ("recognition", "qa"), "image": ("generation",)}
 
 
 @dataclass
@@ -223,6 +221,25 @@ def understanding_examples(ctx: BuildContext, group: str = UNDERSTANDING) -> lis
     return recognition_examples(ctx, group) + qa_examples(ctx, group)
 
 
+# --- routing ------------------------------------------------------------------------------
+
+
+ROUTING_REPEATS = 4  # each request is seen this often per epoch (few requests, one token each)
+
+
+def routing_examples(ctx: BuildContext, group: str, requests: Sequence[str]) -> list[Example]:
+    """Router targets for a modality from its example requests: BOS + personalized prompt +
+    the request (`{name}` = the concept's identifier) + SEP -> the group's tokens. The
+    first group token is what the router reads, so a modality with no training data of its
+    own is still chosen for requests like these (task `<group>-requests`)."""
+    bb, tokens = ctx.backbone, ctx.group(group)
+    out = []
+    for request in requests:
+        prompt = bb.prompt_ids([list(ctx.prompt_ids), text_ids(bb, request, ctx.identifier_id)])
+        out += [make_example(prompt, tokens, f"{group}-requests")] * ROUTING_REPEATS
+    return out
+
+
 def captions_from_backbone(bb: Any, images: Sequence[Sequence[int]], *, max_new_tokens: int = 40,
                            seed: int = 0) -> list[tuple[str, str]]:
     """Optional QA source: the frozen backbone (no concept) describes each photo;
@@ -290,17 +307,16 @@ BUILDERS: dict[str, Callable[[BuildContext], list[Example]]] = {
 }
 
 
-def _tasks(modalities: Iterable[str] | None) -> list[str]:
-    if modalities is None:
+def _tasks(tasks: Iterable[str] | None) -> list[str]:
+    if tasks is None:
         return list(TASKS)
-    tasks: list[str] = []
-    for m in modalities:
-        found = TASKS_BY_MODALITY.get(m, (m,) if m in BUILDERS else None)
-        if found is None:
-            raise UserInputError(f"unknown modality or task {m!r}: use "
-                                 f"{', '.join([*TASKS_BY_MODALITY, *BUILDERS])}")
-        tasks += [t for t in found if t not in tasks]
-    return tasks
+    chosen: list[str] = []
+    for task in tasks:
+        if task not in BUILDERS:
+            raise UserInputError(f"unknown task {task!r}: use {', '.join(BUILDERS)}")
+        if task not in chosen:
+            chosen.append(task)
+    return chosen
 
 
 MIN_TASK_SHARE = 0.25
@@ -323,11 +339,11 @@ def balance_tasks(examples: Sequence[Example], min_share: float = MIN_TASK_SHARE
     return out
 
 
-def build_training_set(ctx: BuildContext, modalities: Iterable[str] | None = None) -> list[Example]:
-    """Examples of the given modalities ("text", "image") or tasks (default: all three),
-    small tasks repeated (`balance_tasks`)."""
+def build_training_set(ctx: BuildContext, tasks: Iterable[str] | None = None) -> list[Example]:
+    """Examples of the given tasks (default: all three, `TASKS`), small tasks repeated
+    (`balance_tasks`): the training set of a concept without modality plugins."""
     out: list[Example] = []
-    for task in _tasks(modalities):
+    for task in _tasks(tasks):
         needed = GENERATION if task == "generation" else UNDERSTANDING
         if needed not in ctx.groups:
             ctx.notes.append(f"{task} examples skipped: the concept has no {needed!r} group")

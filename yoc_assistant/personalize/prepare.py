@@ -95,7 +95,8 @@ def build_examples(bb: Backbone, library: Any, name: str, vectors: ConceptVector
         hard_negatives=[tokens[s] for s in job.hard], easy_negatives=[tokens[s] for s in job.easy],
         about=about, rng=random.Random(seed))
     if modalities:
-        examples = data.balance_tasks([ex for m in modalities for ex in _examples_of(m, ctx)])
+        examples = data.balance_tasks([ex for m in modalities
+                                       for ex in _examples_of(m, ctx) + _routing_of(m, ctx)])
     else:
         examples = data.build_training_set(ctx)
     return examples, list(ctx.notes)
@@ -112,6 +113,14 @@ def _examples_of(modality: Any, ctx: Any) -> list[Any]:
         ctx.notes.append(f"modality {getattr(modality, 'name', '?')!r}: build_examples() raised "
                          f"{type(err).__name__}: {short(err)}; trained without its examples")
         return []
+
+
+def _routing_of(modality: Any, ctx: Any) -> list[Any]:
+    """Router targets from the modality's declared example requests (`Modality.example_requests`)."""
+    from yoc_assistant.personalize import data
+
+    requests = tuple(getattr(modality, "example_requests", ()) or ())
+    return data.routing_examples(ctx, modality.group, requests) if requests else []
 
 
 def initial_words(bb: Backbone, library: Any, job: JobData) -> list[int]:

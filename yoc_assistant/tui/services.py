@@ -50,6 +50,7 @@ class Answer:
     text: str
     image_paths: list[Path] = field(default_factory=list)
     probabilities: dict[str, float] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)  # other files a modality wrote
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class Services:
         self._choice: BackboneChoice | None = None
         self._backbone: Any = None
         self._conversation: Any = None
+        self._plugins: Any = None
 
     # -- backbone --------------------------------------------------------------------
     def backbone_choice(self) -> BackboneChoice:
@@ -185,14 +187,32 @@ class Services:
         response = turn.response
         return Answer(modality=response.modality, text=response.text,
                       image_paths=list(response.image_paths),
-                      probabilities=dict(response.probabilities))
+                      probabilities=dict(response.probabilities), files=list(response.files))
+
+    def plugins(self) -> Any:
+        """The installed modality plugins (found once; no torch)."""
+        with self._lock:
+            if self._plugins is None:
+                from yoc_assistant.app.plugins import load_plugins
+
+                self._plugins = load_plugins()
+            return self._plugins
+
+    def chat_commands(self) -> dict[str, str]:
+        """'/name' (and '/alias') -> modality name, for every installed modality."""
+        commands: dict[str, str] = {}
+        for modality in self.plugins().get_modalities():
+            for word in (modality.name, *modality.aliases):
+                commands.setdefault(f"/{word}", modality.name)
+        return commands
 
     def _conversation_for(self, backbone: Any) -> Any:
         from yoc_assistant.assistant import Assistant, Conversation
 
+        plugins = self.plugins()
         with self._lock:
             if self._conversation is None:
-                self._conversation = Conversation(Assistant(backbone, None))
+                self._conversation = Conversation(Assistant(backbone, None, plugins))
             return self._conversation
 
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from yoc_assistant.assistant import (
+from yoc_assistant.plugin import (
+    BuildContext,
+    Example,
     Modality,
     Request,
     RespondContext,
     Response,
+    generation_examples,
     hookimpl,
     output_paths,
     write_png,
@@ -24,11 +27,9 @@ TEMPERATURE = 1.0
 
 
 class ImageModality(Modality):
-    def build_examples(self, ctx: Any) -> list:
+    def build_examples(self, ctx: BuildContext) -> list[Example]:
         """Generation examples (real photos and soft positives), generation group."""
-        from yoc_assistant.personalize import data
-
-        return data.generation_examples(ctx, group=self.group)
+        return generation_examples(ctx, group=self.group)
 
     def no_concept_token(self, backbone: Any) -> int | None:
         return int(backbone.special.boi)
@@ -52,4 +53,4 @@ class ImageModality(Modality):
 @hookimpl
 def yoc_modalities() -> list[Modality]:
     return [ImageModality(name="image", group=GROUP, group_size=GROUP_SIZE,
-                          description="draws pictures (PNG files)")]
+                          description="draws pictures (PNG files)", aliases=("draw",))]

@@ -6,9 +6,16 @@ yoc's public API.
 
 from __future__ import annotations
 
-from typing import Any
-
-from yoc_assistant.assistant import Modality, Request, RespondContext, Response, hookimpl
+from yoc_assistant.plugin import (
+    BuildContext,
+    Example,
+    Modality,
+    Request,
+    RespondContext,
+    Response,
+    hookimpl,
+    understanding_examples,
+)
 
 GROUP = "understanding"
 GROUP_SIZE = 16
@@ -16,11 +23,9 @@ TEMPERATURE = 0.7
 
 
 class TextModality(Modality):
-    def build_examples(self, ctx: Any) -> list:
+    def build_examples(self, ctx: BuildContext) -> list[Example]:
         """Recognition ("Is <name> in this photo?") and QA examples, understanding group."""
-        from yoc_assistant.personalize import data
-
-        return data.understanding_examples(ctx, group=self.group)
+        return understanding_examples(ctx, group=self.group)
 
     def respond(self, request: Request, ctx: RespondContext) -> Response:
         # Self-prompting: the concept's understanding tokens come first, then the answer.
@@ -36,4 +41,5 @@ class TextModality(Modality):
 @hookimpl
 def yoc_modalities() -> list[Modality]:
     return [TextModality(name="text", group=GROUP, group_size=GROUP_SIZE,
-                         description="answers in text (streamed)")]
+                         description="answers in text (streamed)", fallback=True,
+                         aliases=("ask",))]

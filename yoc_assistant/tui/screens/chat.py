@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from rich.text import Text
@@ -25,15 +26,12 @@ from yoc_assistant.tui.widgets import (
 WELCOME = ("Ask anything, or ask for a picture. Mention a concept as <name> "
            "(Tab completes it). F1 for help.")
 
-# Chat commands that force a modality, like `yoc draw` / `yoc ask` do.
-COMMANDS = {"/draw": "image", "/image": "image", "/text": "text", "/ask": "text"}
-
-
-def split_command(text: str) -> tuple[str | None, str]:
-    """'/draw <bo> on a boat' -> ('image', '<bo> on a boat'); plain text -> (None, text)."""
+def split_command(text: str, commands: Mapping[str, str]) -> tuple[str | None, str]:
+    """With `commands` {"/draw": "image", ...} (`Services.chat_commands()`, from the installed
+    modalities): '/draw <bo> on a boat' -> ('image', '<bo> on a boat'); else (None, text)."""
     head, _, rest = text.partition(" ")
-    if head in COMMANDS:
-        return COMMANDS[head], rest.strip()
+    if head in commands:
+        return commands[head], rest.strip()
     return None, text
 
 
@@ -126,7 +124,7 @@ class ChatScreen(Screen[None]):
         if text == "/clear":
             self.query_one(MessageList).remove_children(".bubble")
             return
-        mode, text = split_command(text)
+        mode, text = split_command(text, self.app.services.chat_commands())
         if not text:
             self.notify("say what to draw or ask after the command", severity="warning")
             return
@@ -169,4 +167,5 @@ class ChatScreen(Screen[None]):
                         markup=False)
             return
         result = message.result
-        bubble.finish(result.text, result.image_paths, result.modality, result.probabilities)
+        bubble.finish(result.text, result.image_paths, result.modality, result.probabilities,
+                      files=result.files)

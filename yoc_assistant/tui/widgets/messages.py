@@ -57,12 +57,17 @@ class AssistantBubble(Vertical):
                 Text(ASSISTANT_MARK, style="bold") + Text(f"drawing… {done}/{total}"))
 
     def finish(self, text: str, image_paths: list[Path], modality: str,
-               probabilities: dict[str, float]) -> None:
-        """Show the final answer (replaces the streamed text, which may be partial)."""
+               probabilities: dict[str, float], *, files: list[Path] | None = None) -> None:
+        """Show the final answer (replaces the streamed text, which may be partial): its
+        text, its pictures, and the paths of any other files a modality wrote."""
         self._text = text or self._text
         label = self.query_one(".answer-text", Static)
         if not self._text and image_paths:
             self._text = f"here is the picture ({len(image_paths)})"
+        files = list(files or [])
+        if files:
+            listed = "\n".join(f"file: {path}" for path in files)
+            self._text = f"{self._text}\n{listed}" if self._text else listed
         label.update(self._render_text())
         for path in image_paths:
             self.mount(ImageView(path), before=self.query_one(".route-info"))
