@@ -46,12 +46,14 @@ def yoc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_documented_plugin_works_from_the_command_line(tmp_path: Path, yoc_home: Path) -> None:
-    from conftest import TINY_ANOLE_A
+    from yoc_assistant.backbone.tiny import write_tiny_checkpoint
 
     site = tmp_path / "site"
     install_documented_plugin(site)
+    checkpoint = tmp_path / "bb"  # byte-level tokenizer: knows any word
+    write_tiny_checkpoint(checkpoint, hidden_size=32, intermediate_size=64, num_layers=1, seed=2)
     env = {**os.environ, "PYTHONPATH": str(site), "YOC_HOME": str(yoc_home),
-           "YOC_BACKBONE": str(TINY_ANOLE_A / "checkpoint"), "YOC_DEVICE": "cpu"}
+           "YOC_BACKBONE": str(checkpoint), "YOC_DEVICE": "cpu"}
     listed = yoc(env, "plugins", "--json")
     assert listed.returncode == 0, listed.stderr
     modalities = {m["name"] for p in json.loads(listed.stdout)["plugins"] for m in p["modalities"]}
