@@ -69,17 +69,17 @@ def test_recognition_accuracy_in_range_and_equal_to_the_one_pass_path(bb, concep
     images = E._as_tokens(bb, pos + neg)
     said = []
     for im in images:
-        logits = bb.next_token_logits(E.recognition_prompt(bb, concepts, "bo", im), extra=concepts.extra)
+        logits = bb.next_token_logits(E.forced_recognition_prompt(bb, concepts, "bo", im), extra=concepts.extra)
         said.append(bool(logits[yes] > logits[no]))
     assert out["positive"] == sum(said[:3]) / 3
     assert out["negative"] == sum(not s for s in said[3:]) / 3
-    fast = E._last_logits(bb, [E.recognition_prompt(bb, concepts, "bo", images[0])], concepts.extra)[0]
-    slow = bb.next_token_logits(E.recognition_prompt(bb, concepts, "bo", images[0]), extra=concepts.extra)
+    fast = E._last_logits(bb, [E.forced_recognition_prompt(bb, concepts, "bo", images[0])], concepts.extra)[0]
+    slow = bb.next_token_logits(E.forced_recognition_prompt(bb, concepts, "bo", images[0]), extra=concepts.extra)
     assert torch.allclose(fast, slow, atol=1e-4)
 
 
 def test_recognition_prompt_forces_the_understanding_group(bb, concepts) -> None:
-    prompt = E.recognition_prompt(bb, concepts, "bo", _tokens(bb, 0))
+    prompt = E.forced_recognition_prompt(bb, concepts, "bo", _tokens(bb, 0))
     und = concepts.group_ids("bo", "understanding")
     assert prompt[-len(und):] == und and prompt[-len(und) - 1] == bb.special.sep
     one_side = E.recognition_accuracy(bb, concepts, "bo", [_tokens(bb, 0)], [])

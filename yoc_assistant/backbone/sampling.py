@@ -87,8 +87,3 @@ class NoiseStream:
         row = self._buf[self._pos]
         self._pos += 1
         return row
-
-
-def noise_rows(streams: list[NoiseStream], device: torch.device | str) -> torch.Tensor:
-    """One step of noise for every stream: [len(streams), width] on `device`."""
-    return torch.stack([s.next() for s in streams]).to(device, non_blocking=True)

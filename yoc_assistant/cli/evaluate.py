@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
@@ -18,80 +17,6 @@ from yoc_assistant.cli.output import (
     warn,
 )
 from yoc_assistant.cli.runtime import open_backbone, open_library, precision_option
-from yoc_assistant.errors import UserInputError
-
-MAX_POOL_NEGATIVES = 50
-
-
-def _read_folder(folder: Path, quiet: bool) -> list[Any]:
-    """Every usable picture in `folder` (validated like ingest; bad files named and skipped)."""
-    from yoc_assistant.library.ingest import ImageRejected, expand_paths, normalize_file
-
-    files, problems = expand_paths([folder])
-    for path, reason in problems:
-        warn(f"{path}: {reason}")
-    images = []
-    for path in files:
-        try:
-            images.append(normalize_file(path).image)
-        except ImageRejected as err:
-            warn(str(err))
-    if not images:
-        raise UserInputError(f"{folder} holds no usable pictures")
-    info(f"{len(images)} picture(s) from {folder}", quiet=quiet)
-    return images
-
-
-def _library_images(lib: Any, records: list[Any]) -> list[Any]:
-    from PIL import Image
-
-    out = []
-    for rec in records:
-        with Image.open(lib.image_path(rec.sha256)) as img:
-            out.append(img.convert("RGB"))
-    return out
-
-
-def _test_sets(lib: Any, name: str, test_dir: Path | None, neg_dir: Path | None, seed: int,
-               notes: list[str], quiet: bool) -> tuple[list[Any], list[Any], list[Any]]:
-    """(positives, negatives, real photos for CLIP-I)."""
-    if test_dir is not None:
-        positives = _read_folder(test_dir, quiet)
-    else:
-        records = lib.concept_images(name, "test")
-        if not records:
-            records = lib.concept_images(name, "positive")
-            notes.append("no held-out photos: evaluated on the training photos "
-                         "(pass --test-dir DIR for a fair score)")
-        positives = _library_images(lib, records)
-    if neg_dir is not None:
-        negatives = _read_folder(neg_dir, quiet)
-    else:
-        records = lib.concept_images(name, "negative")
-        if not records:
-            pool = lib.pool_images()
-            records = random.Random(seed).sample(pool, min(MAX_POOL_NEGATIVES, len(pool)))
-            if records:
-                notes.append(f"negatives: {len(records)} random pool images (they may have been "
-                             "training negatives; pass --negatives-dir DIR for held-out ones)")
-            else:
-                notes.append("no negative images (empty pool): negative accuracy not measured")
-        negatives = _library_images(lib, records)
-    real = _library_images(lib, lib.concept_images(name, "positive")) or positives
-    return positives, negatives, real
-
-
-def _load_concept(lib: Any, bb: Any, name: str) -> Any:
-    from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
-
-    concept = lib.require_concept(name)
-    path = concept.vectors_path
-    if path is None or not Path(path).is_file():
-        raise UserInputError(f"concept {concept.name!r} has no trained vectors yet: "
-                             f"run `yoc train {concept.name}`")
-    vectors = ConceptVectors.load(path, bb)
-    # The file keeps the name it was trained under (a rename does not rewrite it).
-    return ConceptSet(bb, [vectors]), vectors.name
 
 
 def _fmt(value: Any) -> str:
@@ -146,25 +71,16 @@ def eval_cmd(name: str, test_dir: Path | None, negatives_dir: Path | None, qa_fi
 
     lib = open_library()
     ready_concept(lib, name)  # unknown or untrained: said before torch loads
-    from yoc_assistant.personalize import evaluate as E
-    from yoc_assistant.personalize import retrieval
+    from yoc_assistant.app.evaluation import evaluate_concept_job, test_sets
+    from yoc_assistant.personalize.evaluate import load_qa
 
-    qa_items = E.load_qa(qa_file) if qa_file is not None else []  # bad file: fail before loading
-    notes: list[str] = []
-    positives, negatives, real = _test_sets(lib, name, test_dir, negatives_dir, seed, notes, quiet or as_json)
+    qa_items = load_qa(qa_file) if qa_file is not None else []  # bad file: fail before loading
+    sets = test_sets(lib, name, test_dir=test_dir, neg_dir=negatives_dir, seed=seed, on_warning=warn,
+                     on_info=lambda text: info(text, quiet=quiet or as_json))
     bb = open_backbone("inference", precision, quiet=quiet or as_json)
-    concepts, name = _load_concept(lib, bb, name)
-    clip, clip_note = None, None
-    if bb.has_decoder:  # no pictures, no CLIP-I: do not load a CLIP for nothing
-        try:
-            clip = retrieval.load_clip(device=str(bb.device))
-        except retrieval.ClipUnavailable as err:
-            clip_note = str(err)
     with progress("Generating", quiet=quiet or as_json) as on_progress:
-        report = E.evaluate_concept(bb, concepts, name, positives=positives, negatives=negatives,
-                                    real=real, clip=clip, clip_note=clip_note, n_images=n_images,
-                                    qa_items=qa_items, seed=seed, on_progress=on_progress)
-    report["notes"] = notes + report["notes"]
+        report = evaluate_concept_job(lib, bb, name, sets, qa_items=qa_items, n_images=n_images,
+                                      seed=seed, on_progress=on_progress)
     if as_json:
         print_json(report)
     else:

@@ -429,11 +429,3 @@ def _link_photos(lib: Library, contents: BundleContents, concept_id: int,
         lib.db.execute(
             "INSERT OR IGNORE INTO concept_images (concept_id, sha256, role, note, added) VALUES (?, ?, ?, ?, ?)",
             [concept_id, sha, item["role"], item.get("note"), stamp])
-
-
-def bundle_summary(file: str | os.PathLike[str]) -> dict[str, Any]:
-    """What a bundle holds (validated), for `--json` output and dry runs."""
-    contents = read_bundle(file)
-    return {"concept": contents.concept, "backbone": contents.manifest["backbone"],
-            "photos": len(contents.photos), "vectors": contents.vectors is not None}
-

@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -395,16 +395,3 @@ class ConceptSet:
 def load_concepts(bb: Backbone, paths: Sequence[str | os.PathLike[str]]) -> ConceptSet:
     """Load several concept files for one backbone into a ConceptSet."""
     return ConceptSet(bb, [ConceptVectors.load(p, bb) for p in paths])
-
-
-def describe(vec: ConceptVectors) -> dict[str, Any]:
-    """JSON-ready facts about a concept file (for `yoc concepts show`)."""
-    return {
-        "name": vec.name,
-        "groups": dict(vec.groups),
-        "rows": vec.n_rows,
-        "hidden_size": vec.hidden_size,
-        "backbone": vec.metadata.get("backbone"),
-        "backbone_fingerprint": vec.metadata.get("backbone_fingerprint"),
-        "format_version": int(vec.metadata.get("format_version", FORMAT_VERSION)),
-    }

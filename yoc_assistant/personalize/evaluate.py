@@ -72,7 +72,7 @@ def _last_logits(bb: Any, prompts: Sequence[Sequence[int]], extra: Any,
     return torch.stack([r for r in rows if r is not None]) if prompts else torch.zeros(0)
 
 
-def recognition_prompt(bb: Any, concepts: Any, name: str, image: Sequence[int],
+def forced_recognition_prompt(bb: Any, concepts: Any, name: str, image: Sequence[int],
                        question: str = P.RECOGNITION_QUESTIONS[0],
                        group: str = UNDERSTANDING) -> list[int]:
     """The evaluation prompt, ending with the forced understanding group."""
@@ -88,7 +88,7 @@ def recognition_accuracy(bb: Any, concept_set: Any, name: str, positives: Sequen
     images or image-token lists. A missing side leaves its accuracy None and the
     weighted score is then the other side's."""
     pos, neg = _as_tokens(bb, positives), _as_tokens(bb, negatives)
-    prompts = [recognition_prompt(bb, concept_set, name, im, question, group) for im in pos + neg]
+    prompts = [forced_recognition_prompt(bb, concept_set, name, im, question, group) for im in pos + neg]
     yes_id, no_id = data.answer_first_token(bb, True), data.answer_first_token(bb, False)
     if yes_id == no_id:
         raise UserInputError("this backbone's tokenizer gives 'Yes' and 'No' the same first token")

@@ -390,12 +390,3 @@ def retrieve(index: CacheIndex, concept_shas: Sequence[str], pool_shas: Sequence
     concept = embed_cached(clip, index, concept_shas, load_image)
     pool = embed_cached(clip, index, pool_shas, load_image, on_progress=on_progress)
     return rank_pool(concept, pool, list(pool_shas), exclude=concept_shas, **rank_kwargs)
-
-
-def describe_spec(spec: ClipSpec | None = None) -> dict[str, Any]:
-    """For `yoc doctor` / `--json`: which CLIP, and whether it is usable."""
-    spec = spec or default_spec()
-    reason = unavailable_reason(spec)
-    return {"model": spec.model_name, "weights": spec.weights, "available": reason is None,
-            "note": reason}
-
