@@ -4,8 +4,8 @@
 Order of work: backbone (`open_backbone("training")` unless one is given) -> the
 concept's photos -> ranked pool images (CLIP; skipped with a note when there is no
 pool or no CLIP) -> image tokens (cached per image hash) -> training examples from
-every modality plugin -> train -> concept file written atomically -> THEN the
-database row (ready, vectors path, metrics). A failure marks the run failed (and the
+every modality plugin -> train -> its quality measured (app/quality.py) -> concept
+file written atomically -> THEN the database row (ready, vectors path, metrics, quality). A failure marks the run failed (and the
 concept failed unless it already had vectors); a cancel leaves a checkpoint that
 `resume=True` continues. Progress goes to `on_event` only: the front ends draw it.
 """
@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from yoc_assistant.app.quality import measure_quality
 from yoc_assistant.personalize.checkpoints import clear_run_dir
 from yoc_assistant.personalize.concept import DEFAULT_GROUPS, ConceptVectors
 from yoc_assistant.personalize.prepare import (
@@ -60,6 +61,7 @@ class TrainOutcome:
     backbone: str = ""
     precision: str = ""
     seconds: float = 0.0
+    quality: dict[str, Any] = field(default_factory=dict)  # measured at the end (app/quality.py)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -195,14 +197,21 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
                                run_dir=run_dir, on_event=recorder, cancel=cancel, resume=resume,
                                evaluator=evaluator)
     metrics = _metrics(result, examples, bb, notes, time.monotonic() - started)
-    path = None
+    path, quality = None, {}
+    if not result.cancelled:
+        if on_event is not None:
+            on_event(TrainEvent(result.step, result.total_steps, 0, None, phase="note",
+                                note="measuring how well it learnt (recognition, routing)"))
+        quality = measure_quality(bb, library, name, result.vectors, job, plugins, seed=config.seed)
     if run_id is not None:
         if result.cancelled:
             library.finish_run(run_id, "interrupted", metrics=metrics)
         else:
-            path = _save(library, name, bb, result, metrics)
-            library.finish_run(run_id, "done", metrics=metrics)
-    return _outcome(name, path, metrics, result, run_id, notes, bb, started)
+            path = _save(library, name, bb, result, metrics, quality)
+            library.finish_run(run_id, "done", metrics={**metrics, "quality": quality})
+    outcome = _outcome(name, path, metrics, result, run_id, notes, bb, started)
+    outcome.quality = quality
+    return outcome
 
 
 def _metrics(result: TrainResult, examples: Sequence[Any], bb: Backbone, notes: list[str],
@@ -222,14 +231,15 @@ def _metrics(result: TrainResult, examples: Sequence[Any], bb: Backbone, notes: 
     return out
 
 
-def _save(library: Any, name: str, bb: Backbone, result: TrainResult, metrics: dict[str, Any]) -> Path:
+def _save(library: Any, name: str, bb: Backbone, result: TrainResult, metrics: dict[str, Any],
+          quality: dict[str, Any]) -> Path:
     """The concept file first (atomic), then the row that points at it."""
     chosen = result.vectors
     chosen.metadata.update({"trained_steps": str(result.step),
                             "best_step": str(result.best_step if result.best_step is not None else result.step)})
     path = chosen.save(vectors_file(library, name, bb), bb)
     library.set_vectors(name, path, metrics, status="ready", backbone=str(bb.source),
-                        backbone_fingerprint=str(bb.fingerprint))
+                        backbone_fingerprint=str(bb.fingerprint), quality=quality)
     return path
 
 

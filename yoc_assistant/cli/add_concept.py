@@ -88,6 +88,10 @@ def _add(lib: Library, paths: tuple[Path, ...], name: str, about: str | None, di
                    f"continue with: yoc train {concept.name} --resume")
         return
     click.echo(f"Status of {concept.name!r}: {concept.status}.")
+    if outcome is not None:
+        from yoc_assistant.cli.train import report_quality
+
+        report_quality(concept.name, outcome.quality)
     if concept.status != "ready":
         info(f"Train it with: yoc train {concept.name}", quiet=quiet)
 

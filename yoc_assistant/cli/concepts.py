@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from yoc_assistant.app.quality import advice, summary, verdict
 from yoc_assistant.cli.output import (
     confirm,
     info,
@@ -17,6 +18,7 @@ from yoc_assistant.cli.output import (
     stdin_is_tty,
     table,
     terminal_text,
+    warn,
 )
 from yoc_assistant.errors import UserInputError, YocError
 from yoc_assistant.library import Library
@@ -64,8 +66,12 @@ def list_cmd(as_json: bool) -> None:
         info("No concepts yet. Add one with: yoc add-concept PHOTOS --name NAME")
         return
     table([(c.name, terminal_text(c.display_name or ""), c.status, c.photos,
-            (c.last_trained or "")[:16].replace("T", " "), _metrics_text(c.metrics)) for c in items],
-          ["NAME", "DISPLAY NAME", "STATUS", "PHOTOS", "TRAINED", "METRICS"])
+            (c.last_trained or "")[:16].replace("T", " "), summary(c.quality) or _metrics_text(c.metrics))
+           for c in items],
+          ["NAME", "DISPLAY NAME", "STATUS", "PHOTOS", "TRAINED", "QUALITY"])
+    for c in items:
+        if verdict(c.quality) == "near chance" and c.status == "ready":
+            warn(f"{c.name!r} answers little better than chance: {advice(c.name)}")
 
 
 def _vectors_info(path: Path | None) -> dict[str, Any] | None:
@@ -103,6 +109,19 @@ def show_cmd(name: str, as_json: bool) -> None:
         click.echo(f"            {line}")
     click.echo(f"  backbone: {terminal_text(concept.backbone or '-')}")
     click.echo(f"  created:  {concept.created}")
+    click.echo(f"  trained:  {concept.last_trained or '-'}")
+    if concept.quality:
+        q = concept.quality
+        click.echo(f"  quality:  {summary(q)}")
+        if isinstance(q.get("recognition"), float):
+            click.echo(f"            recognition on {q.get('positives_from', '?')} "
+                       f"({q.get('positives', '?')}) and {q.get('negatives_from', '?')} "
+                       f"({q.get('negatives', '?')})")
+        if isinstance(q.get("routing"), float):
+            click.echo(f"            routing right for {round(q['routing'] * q.get('routed', 0))} of "
+                       f"{q.get('routed', '?')} requests (text for questions, image for drawings)")
+        if verdict(q) == "near chance":
+            click.echo(f"            near chance: {advice(concept.name)}")
     if concept.metrics:
         click.echo(f"  metrics:  {terminal_text(_metrics_text(concept.metrics) or concept.metrics)}")
     if vectors is not None:

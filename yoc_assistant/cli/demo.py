@@ -111,7 +111,7 @@ def demo(steps: int | None, retrain: bool, out: Path | None, seed: int, quiet: b
     from yoc_assistant.app.plugins import load_plugins
     from yoc_assistant.assistant import Assistant, Request
     from yoc_assistant.cli.runtime import open_backbone, open_library
-    from yoc_assistant.cli.train import train_with_progress
+    from yoc_assistant.cli.train import report_quality, train_with_progress
     from yoc_assistant.library.concepts import add_concept_from_paths
     from yoc_assistant.library.ingest import normalize_file
 
@@ -155,6 +155,8 @@ def demo(steps: int | None, retrain: bool, out: Path | None, seed: int, quiet: b
         outcome = train_with_progress(library, example.name, quiet=quiet, backbone=bb,
                                       plugins=plugins, **options)
         summary["training"] = outcome.to_json()
+        if not quiet:
+            report_quality(example.name, outcome.quality)
 
     assistant = Assistant(bb, library, plugins)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from yoc_assistant.cli.output import SEED, json_option, print_json, quiet_option
+from yoc_assistant.cli.output import SEED, json_option, print_json, quiet_option, warn
 from yoc_assistant.cli.runtime import precision_option
 
 if TYPE_CHECKING:
@@ -92,6 +92,19 @@ def train(name: str, epochs: int | None, steps: int | None, lr: float | None, ba
             parts.append(f"{key.replace('_', '-')} {metrics[key]:.3f}")
     click.echo(f"Trained {outcome.name!r} ({', '.join(parts)}, {outcome.seconds:.0f} s, "
                f"{outcome.precision}): {outcome.vectors_path}")
+    report_quality(outcome.name, outcome.quality)
+
+
+def report_quality(name: str, quality: dict[str, Any] | None) -> None:
+    """The measured quality on stdout; a concept near chance is a warning that says what to do."""
+    from yoc_assistant.app.quality import advice, summary
+
+    if not quality:
+        return
+    where = quality.get("positives_from")
+    click.echo(f"Quality of {name!r}: {summary(quality)}" + (f" (on {where})" if where else ""))
+    if quality.get("verdict") == "near chance":
+        warn(f"{name!r} answers little better than chance: {advice(name)}")
 
 
 def train_with_progress(library: Any, name: str, *, resume: bool = False, quiet: bool = False,

@@ -138,7 +138,8 @@ def export_bundle(lib: Library, name: str, out: str | os.PathLike[str] | None = 
         "yoc_version": yoc_assistant.__version__,
         "created": now(),
         "concept": {"name": concept.name, "display_name": concept.display_name, "about": concept.about,
-                    "status": concept.status, "metrics": concept.metrics},
+                    "status": concept.status, "metrics": concept.metrics, "quality": concept.quality,
+                    "trained": concept.last_trained},
         # The backbone's name, not the local path it was loaded from (that stays private).
         "backbone": {"id": meta.get("backbone") or _public_backbone_id(concept.backbone),
                      "fingerprint": concept.backbone_fingerprint or meta.get("backbone_fingerprint")},
@@ -226,6 +227,9 @@ def _check_manifest(label: str, m: Any) -> None:
         value = c.get(key)
         _require(value is None or (isinstance(value, str) and len(value) <= most), label, f"concept.{key}")
     _require(c.get("metrics") is None or isinstance(c.get("metrics"), dict), label, "concept.metrics")
+    _require(c.get("quality") is None or isinstance(c.get("quality"), dict), label, "concept.quality")
+    _require(c.get("trained") is None or (isinstance(c.get("trained"), str) and len(c["trained"]) <= 40),
+             label, "concept.trained")
     b = m.get("backbone")
     _require(isinstance(b, dict), label, "backbone")
     _require(b.get("id") is None or isinstance(b.get("id"), str), label, "backbone.id")
@@ -413,6 +417,9 @@ def _insert(lib: Library, contents: BundleContents, target: str, uid: str, vecto
         "backbone_fingerprint": contents.fingerprint, "status": status,
         "vectors_path": lib._rel(vectors_path) if vectors_path is not None else None,
         "metrics": dumps(c.get("metrics")), "created": stamp, "updated": stamp,
+        "quality": dumps(c.get("quality")),
+        # Trained where it was made: when, if the bundle says, else no later than the export.
+        "trained": (c.get("trained") or contents.manifest.get("created")) if vectors_path else None,
     })
     concept_id = lib.require_concept(target).id
     _link_photos(lib, contents, concept_id, photos, stamp)

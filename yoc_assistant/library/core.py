@@ -50,8 +50,8 @@ from yoc_assistant.library.store import ImageStore
 
 _CONCEPT_SQL = """SELECT c.*, (SELECT COUNT(*) FROM concept_images ci
                    WHERE ci.concept_id = c.id AND ci.role = 'positive') AS photos,
-                  (SELECT MAX(r.finished) FROM training_runs r
-                   WHERE r.concept_id = c.id AND r.status = 'done') AS last_trained
+                  COALESCE(c.trained, (SELECT MAX(r.finished) FROM training_runs r
+                   WHERE r.concept_id = c.id AND r.status = 'done')) AS last_trained
                   FROM concepts c"""
 
 
@@ -145,6 +145,7 @@ class Library(RunsAndCachesMixin):
             updated=row["updated"],
             photos=row.get("photos", 0) or 0,
             last_trained=row.get("last_trained"),
+            quality=loads(row.get("quality")) or {},
         )
 
     def get_concept(self, name: str) -> Concept | None:
@@ -275,8 +276,10 @@ class Library(RunsAndCachesMixin):
 
     def set_vectors(self, name: str, path: str | os.PathLike[str], metrics: dict[str, Any] | None = None,
                     *, status: str = "ready", backbone: str | None = None,
-                    backbone_fingerprint: str | None = None) -> Concept:
-        """Point the concept at its (already completely written) vector file."""
+                    backbone_fingerprint: str | None = None,
+                    quality: dict[str, Any] | None = None) -> Concept:
+        """Point the concept at its (already completely written) vector file; `quality`
+        is what was measured of it (app/quality.py), stored with it."""
         path = Path(path)
         if not path.is_file():
             raise NotFoundError(f"vector file {path} does not exist; write it before set_vectors")
@@ -284,7 +287,8 @@ class Library(RunsAndCachesMixin):
             concept = self.require_concept(name)
             self._update_fields(concept.id, vectors_path=self._rel(path), status=status,
                                 metrics=dumps(metrics) if metrics is not None else None,
-                                backbone=backbone, backbone_fingerprint=backbone_fingerprint)
+                                backbone=backbone, backbone_fingerprint=backbone_fingerprint,
+                                quality=dumps(quality or {}), trained=now())
         return self.require_concept(name)
 
     def remove(self, name: str) -> None:

@@ -243,8 +243,16 @@ def _m2_conversation_log(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX log_time ON log(time)")
 
 
+def _m3_concept_quality(db: sqlite_utils.Database) -> None:
+    """A concept's measured quality (JSON, app/quality.py) and when its vectors were
+    trained (also for imported ones, which have no training run here)."""
+    db["concepts"].add_column("quality", str)
+    db["concepts"].add_column("trained", str)
+
+
 # Append only: the list index + 1 is the schema version a migration produces.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_conversation_log]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_conversation_log,
+                                                              _m3_concept_quality]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

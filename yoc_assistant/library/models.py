@@ -82,7 +82,8 @@ class Concept:
     created: str = ""
     updated: str = ""
     photos: int = 0  # positive photos linked
-    last_trained: str | None = None  # end of the latest successful training run
+    last_trained: str | None = None  # when its vectors were trained (or the latest done run)
+    quality: dict[str, Any] = field(default_factory=dict)  # measured after training (app/quality.py)
     # Why its vector file cannot be used (missing, truncated, invalid); status is then "broken".
     # Set only by Library.list_concepts(check_files=True) / Library.checked().
     problem: str | None = None
@@ -105,6 +106,7 @@ class Concept:
             "updated": self.updated,
             "photos": self.photos,
             "last_trained": self.last_trained,
+            "quality": self.quality,
             "problem": self.problem,
         }
 

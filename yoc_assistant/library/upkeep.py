@@ -49,10 +49,10 @@ def write_record(lib: Library, concept_id: int) -> None:
     """Mirror one concept's row and links into its record (call under the write lock)."""
     row = lib.db.execute(
         "SELECT uid, name, display_name, about, backbone, backbone_fingerprint, vectors_path, metrics, "
-        "created FROM concepts WHERE id = ?", [concept_id]).fetchone()
+        "created, quality, trained FROM concepts WHERE id = ?", [concept_id]).fetchone()
     if row is None:
         return
-    uid, name, display_name, about, backbone, fingerprint, vectors, metrics, created = row
+    uid, name, display_name, about, backbone, fingerprint, vectors, metrics, created, quality, trained = row
     images = [{"sha256": sha, "role": role, "note": note, "original_name": original, "added": added}
               for sha, role, note, original, added in lib.db.execute(
                   "SELECT ci.sha256, ci.role, ci.note, i.original_name, ci.added FROM concept_images ci "
@@ -61,7 +61,8 @@ def write_record(lib: Library, concept_id: int) -> None:
     record = {"format": RECORD_FORMAT, "uid": uid, "name": name, "display_name": display_name,
               "about": about, "backbone": backbone, "backbone_fingerprint": fingerprint,
               "vectors": Path(vectors).name if vectors else None,
-              "metrics": json.loads(metrics) if metrics else None, "created": created, "images": images}
+              "metrics": json.loads(metrics) if metrics else None, "created": created, "images": images,
+              "quality": json.loads(quality) if quality else None, "trained": trained}
     atomic_write_text(record_path(lib.home, uid), json.dumps(record, indent=1, sort_keys=True))
 
 
@@ -216,7 +217,7 @@ def _restore_concept(lib: Library, folder: Path, record: dict[str, Any], report:
         report.notes.append(f"{name}: vector file {short(record['vectors'], 80)} is missing or damaged: "
                             f"retrain it (`yoc train {name}`)")
         vectors = None
-    metrics = record.get("metrics")
+    metrics, quality = record.get("metrics"), record.get("quality")
     stamp = now()
     lib.db["concepts"].insert({
         "uid": folder.name, "name": name, "display_name": _text(record.get("display_name")),
@@ -225,6 +226,8 @@ def _restore_concept(lib: Library, folder: Path, record: dict[str, Any], report:
         "status": "ready" if vectors is not None else "new",
         "vectors_path": lib._rel(vectors) if vectors is not None else None,
         "metrics": json.dumps(metrics, sort_keys=True) if isinstance(metrics, dict) else None,
+        "quality": json.dumps(quality, sort_keys=True) if isinstance(quality, dict) else None,
+        "trained": _text(record.get("trained")),
         "created": _text(record.get("created")) or stamp, "updated": stamp,
     })
     report.concepts.append(name)
