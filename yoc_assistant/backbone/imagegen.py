@@ -256,7 +256,7 @@ def sample_image_ids(bb: Backbone, prompt: list[int], uncond: list[int] | None, 
     needed = max(len(r) for r in rows) + total
     setup: dict[str, Any] = {"decoding": decoding, "stats": stats, "capacity_step": max(1, int(capacity_step))}
     if decoding == "sjd":
-        setup["window"] = sjd.DEFAULT_WINDOW if window is None else max(1, int(window))
+        setup["window"] = sjd.default_window(bb.device) if window is None else max(1, int(window))
         needed += sjd.extra_capacity(setup["window"])
         fused = False  # the SJD pass feeds several tokens per row: the HF modules' path
     with _lock(bb):
