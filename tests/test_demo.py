@@ -70,3 +70,72 @@ def test_demo_draws_its_picture_on_a_terminal(tmp_path: Path) -> None:
     from yoc_assistant.cli.demo import show_picture
 
     assert show_picture(picture) is False
+
+
+PICTURE_CODE = ("import pathlib, sys; from yoc_assistant.cli.demo import show_picture; "
+                "print('drawn', show_picture(pathlib.Path(sys.argv[1])))")
+
+
+def _picture_rows(screen: str) -> list[str]:
+    return [line for line in screen.splitlines() if "\u2580" in line or "\u2584" in line]
+
+
+def _expected_rows(size: tuple[int, int], width: int = 24) -> range:
+    """Rows of a `size` picture drawn `width` cells wide: the picture's shape, with a
+    terminal cell 0.4 to 0.6 times as wide as it is high (each row: two pixel rows)."""
+    w, h = size
+    return range(int(width * h / w * 0.4), round(width * h / w * 0.6) + 1)
+
+
+def test_demo_picture_has_its_shape_in_a_plain_pty(tmp_path: Path) -> None:
+    """A pty that answers no terminal query: the picture keeps its aspect (it was a strip)."""
+    import os
+    import sys
+
+    import pexpect
+    from PIL import Image
+
+    for size in ((64, 64), (64, 32)):
+        picture = tmp_path / f"{size[0]}x{size[1]}.png"
+        Image.new("RGB", size, (255, 0, 0)).save(picture)
+        env = {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor"}
+        child = pexpect.spawn(sys.executable, ["-c", PICTURE_CODE, str(picture)], env=env,
+                              timeout=60, dimensions=(40, 100))
+        child.expect(pexpect.EOF)
+        out = child.before.decode("utf-8", "replace")
+        assert "drawn True" in out
+        rows = _picture_rows(out)
+        assert len(rows) in _expected_rows(size), (size, len(rows))
+
+
+def test_demo_picture_has_its_shape_in_tmux(tmp_path: Path) -> None:
+    import os
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+    from PIL import Image
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    picture = tmp_path / "wide.png"
+    Image.new("RGB", (64, 32), (255, 0, 0)).save(picture)
+    sock = f"yoc-test-{os.getpid()}"
+    command = (f"{shlex.quote(sys.executable)} -c {shlex.quote(PICTURE_CODE)} {shlex.quote(str(picture))}; "
+               "tmux wait-for -S picture-drawn; sleep 60")
+    env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+    env["TERM"] = "xterm-256color"
+    tmux = ["tmux", "-L", sock, "-f", os.devnull]
+    subprocess.run([*tmux, "new-session", "-d", "-x", "100", "-y", "40", command], env=env, check=True)
+    try:
+        subprocess.run([*tmux, "wait-for", "picture-drawn"], timeout=60, check=True)
+        screen = subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True, text=True,
+                                check=True).stdout
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False)
+    assert "drawn True" in screen
+    rows = _picture_rows(screen)
+    assert len(rows) in _expected_rows((64, 32)), screen
+    assert {len(row.strip()) for row in rows} == {24}

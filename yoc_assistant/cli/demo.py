@@ -85,7 +85,10 @@ def show_picture(path: Path, width: int = 24) -> bool:
         from rich.console import Console
         from textual_image.renderable import Image as TerminalImage
 
-        Console().print(TerminalImage(str(path), width=width))
+        # Height from the width and the picture's shape: left to itself textual-image takes
+        # the picture's pixel height over the cell height, a one-row strip for a 64-pixel
+        # picture where the terminal reports its cell size (tmux).
+        Console().print(TerminalImage(str(path), width=width, height="auto"))
     except Exception:  # a picture the terminal cannot show is not a failed demo: the path is printed
         return False
     return True
