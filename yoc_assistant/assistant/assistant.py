@@ -96,11 +96,14 @@ class Assistant:
         if on_route is not None:
             on_route(decision)
         modality = self.plugins.modality(decision.modality)
+        prompt_pass, decision.prompt_pass = decision.prompt_pass, None
+        if prompt_pass is not None and not modality.uses_prompt_pass:
+            prompt_pass.take_cache()  # its KV cache would only hold memory while this answers
         ctx = RespondContext(
             backbone=self.backbone, prompt_ids=list(decision.prompt_ids), concepts=concepts,
             concept=decision.concept, concept_names=concept_names(request.text, concepts),
             decision=decision, out=self._out(request), on_text=on_text, on_progress=on_progress,
-            metadata=self._metadata(request, concepts),
+            metadata=self._metadata(request, concepts), prompt_pass=prompt_pass,
         )
         try:
             response = modality.respond(request, ctx)

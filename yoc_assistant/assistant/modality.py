@@ -69,6 +69,9 @@ class RespondContext:
     on_text: TextFn | None = None
     on_progress: ProgressFn | None = None
     metadata: dict[str, str] = field(default_factory=dict)  # for files written (PNG chunks)
+    # The router's pass over `prompt_ids` (backbone.PromptPass: logits and KV cache), for a
+    # modality with `uses_prompt_pass`; None when --mode skipped routing.
+    prompt_pass: Any = None
 
     @property
     def extra(self) -> ExtraTokens | None:
@@ -104,7 +107,10 @@ class Modality:
     is installed learns to route them to this group, even without `build_examples`;
     fallback: answers a request without a concept that no modality's `no_concept_token`
     claims (the text modality sets it; without one, the first such modality does);
-    aliases: more chat-app command names (`/draw` for the image modality).
+    aliases: more chat-app command names (`/draw` for the image modality);
+    uses_prompt_pass: its responder continues from `ctx.prompt_pass` (the router's run of
+    the prompt, with its KV cache; the text modality does); otherwise the cache is freed
+    before `respond` is called.
     """
 
     name: str
@@ -114,6 +120,7 @@ class Modality:
     example_requests: tuple[str, ...] = ()
     fallback: bool = False
     aliases: tuple[str, ...] = ()
+    uses_prompt_pass: bool = False
 
     def build_examples(self, ctx: BuildContext) -> list[Example]:
         """Training examples for this modality's group (`yoc_assistant.plugin.Example`)."""
@@ -145,6 +152,8 @@ def validation_problem(modality: object) -> str | None:
     aliases = modality.aliases
     if not isinstance(aliases, (tuple, list)) or not all(isinstance(a, str) and NAME_RE.match(a) for a in aliases):
         return f"modality {modality.name!r}: aliases must be a tuple of names (letters, digits, '-', '_')"
+    if not isinstance(modality.fallback, bool) or not isinstance(modality.uses_prompt_pass, bool):
+        return f"modality {modality.name!r}: fallback and uses_prompt_pass must be True or False"
     if type(modality).respond is Modality.respond:
         return f"modality {modality.name!r} does not implement respond()"
     return None

@@ -66,6 +66,9 @@ class RouteDecision:
     forced: bool
     concept: str | None = None  # the mentioned concept whose group won (None: no concept)
     prompt_ids: list[int] = field(default_factory=list, repr=False)
+    # The routing pass (logits + KV cache of `prompt_ids`), handed to the responder so that
+    # one request runs its prompt through the network once; None when --mode skipped it.
+    prompt_pass: Any = field(default=None, repr=False)
 
     def explain(self) -> str:
         """One line for `--explain`: the choice and the probabilities."""
@@ -159,12 +162,19 @@ class Router:
 
     def _decide(self, modalities: list[Modality], prompt_ids: list[int], concepts: Any,
                 names: list[str]) -> RouteDecision:
-        import torch
-
         candidates = [(m.name, n, ids[0]) for n in names for m in modalities
                       if (ids := concept_groups(concepts, n, m.group))]
         extra = concepts.extra if concepts is not None else None
-        logits = self.backbone.next_token_logits(prompt_ids, extra=extra).float().reshape(-1)
+        prompt_pass = self.backbone.prefill(prompt_ids, extra=extra)
+        logits = prompt_pass.logits.float().reshape(-1)
+        decision = self._choose(modalities, logits, candidates)
+        decision.prompt_pass = prompt_pass
+        return decision
+
+    def _choose(self, modalities: list[Modality], logits: Any,
+                candidates: list[tuple[str, str, int]]) -> RouteDecision:
+        import torch
+
         if candidates:
             probs = torch.softmax(logits[[c[2] for c in candidates]], dim=0).tolist()
             per_modality: dict[str, float] = {}

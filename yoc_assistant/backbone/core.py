@@ -82,6 +82,23 @@ class BackboneCaches:
     vq_id: str | None = None  # `Backbone.vq_id()`: digest of the VQ encoder
 
 
+@dataclass
+class PromptPass:
+    """A prompt already run through the network (`Backbone.prefill`): the next-token
+    logits and the KV cache. The router makes one; the text responder continues from it
+    (`generate_text(prefix=...)`) instead of running the prompt again. Used once: the
+    cache grows as decoding goes on, so `take_cache()` hands it over and forgets it."""
+
+    ids: list[int]
+    extra: ExtraTokens | None
+    logits: torch.Tensor  # float32 [V+E] on the CPU, for the token after `ids`
+    cache: Any = field(default=None, repr=False)
+
+    def take_cache(self) -> Any:
+        cache, self.cache = self.cache, None
+        return cache
+
+
 ProgressFn = Callable[[int, int], None]  # (done, total)
 TokenFn = Callable[[str], None]  # streamed text piece
 
@@ -237,18 +254,28 @@ class Backbone:
 
         return next_token_logits(self, prompt_ids, extra=extra)
 
+    def prefill(self, prompt_ids: Sequence[int], extra: ExtraTokens | None = None) -> PromptPass:
+        """Run the prompt once, keeping its KV cache: the next-token logits (what the router
+        reads) and a start that `generate_text(prefix=)` continues from."""
+        from yoc_assistant.backbone.generation import prefill
+
+        return prefill(self, prompt_ids, extra=extra)
+
     def generate_text(self, prompt_ids: Sequence[int], *, extra: ExtraTokens | None = None,
                       max_new_tokens: int = 256, temperature: float = 0.7, top_p: float = 0.9,
                       top_k: int = 0, seed: int | None = None, on_token: TokenFn | None = None,
                       stop_ids: Sequence[int] = (), allow_ids: Sequence[int] = (),
-                      extra_names: Mapping[int, str] | None = None) -> GeneratedText:
-        """`allow_ids`: extra (concept) ids the answer may use, shown as `extra_names[id]`."""
+                      extra_names: Mapping[int, str] | None = None,
+                      prefix: PromptPass | None = None) -> GeneratedText:
+        """`allow_ids`: extra (concept) ids the answer may use, shown as `extra_names[id]`.
+        `prefix`: a `prefill` of the prompt's start (with the same `extra`): decoding
+        continues from its cache instead of running those tokens again."""
         from yoc_assistant.backbone.generation import generate_text
 
         return generate_text(self, prompt_ids, extra=extra, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                              on_token=on_token, stop_ids=stop_ids, allow_ids=allow_ids,
-                             extra_names=extra_names)
+                             extra_names=extra_names, prefix=prefix)
 
     def generate_images(self, prompt_ids: Sequence[int], *, n: int = 1,
                         extra: ExtraTokens | None = None, cfg_scale: float | None = None,

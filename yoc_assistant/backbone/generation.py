@@ -14,12 +14,12 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from yoc_assistant.backbone import network
-from yoc_assistant.backbone.core import GeneratedImages, GeneratedText
+from yoc_assistant.backbone.core import GeneratedImages, GeneratedText, PromptPass
 from yoc_assistant.backbone.sampling import NoiseStream, check_options, select, warp
 from yoc_assistant.errors import UserInputError
 
@@ -40,13 +40,49 @@ def prompt_tensor(bb: Backbone, prompt_ids: Sequence[int], extra: ExtraTokens | 
     return ids
 
 
+def prefill(bb: Backbone, prompt_ids: Sequence[int], extra: ExtraTokens | None = None) -> PromptPass:
+    """The prompt through the network once, with its KV cache (see `PromptPass`)."""
+    ids = prompt_tensor(bb, prompt_ids, extra)
+    with torch.inference_mode():
+        logits, cache = network.forward(bb, ids.unsqueeze(0), extra=extra, use_cache=True)
+    return PromptPass(ids.tolist(), extra, logits[0, -1].float().cpu(), cache)
+
+
+def _same_rows(a: ExtraTokens | None, b: ExtraTokens | None) -> bool:
+    """The same extra rows (a ConceptSet builds a new ExtraTokens on each access)."""
+    if a is None or b is None:
+        return a is b or (len(a or []) == 0 and len(b or []) == 0)
+    return (a is b or (a.input_rows.shape == b.input_rows.shape
+                       and torch.equal(a.input_rows.detach().cpu(), b.input_rows.detach().cpu())
+                       and torch.equal(a.output_rows.detach().cpu(), b.output_rows.detach().cpu())))
+
+
+def _start(bb: Backbone, ids: torch.Tensor, extra: ExtraTokens | None,
+           prefix: PromptPass | None) -> tuple[torch.Tensor, Any]:
+    """(logits [1, T', V+E] whose last row predicts the token after `ids`, cache): from
+    `prefix` when it is a start of `ids` made with the same extra rows, else a full prefill."""
+    known = None if prefix is None else list(prefix.ids)
+    usable = (prefix is not None and known is not None and _same_rows(prefix.extra, extra)
+              and prefix.cache is not None and len(known) <= ids.numel()
+              and ids[:len(known)].tolist() == known)
+    if not usable:
+        return network.forward(bb, ids.unsqueeze(0), extra=extra, use_cache=True)
+    assert prefix is not None and known is not None
+    cache = prefix.take_cache()
+    rest = ids[len(known):]
+    device = network.embedding_layer(bb).weight.device
+    if rest.numel() == 0:
+        return prefix.logits.view(1, 1, -1).to(device), cache
+    return network.forward(bb, rest.unsqueeze(0).to(device), extra=extra, cache=cache, use_cache=True)
+
+
 def next_token_logits(bb: Backbone, prompt_ids: Sequence[int],
                       extra: ExtraTokens | None = None) -> torch.Tensor:
     """Float32 logits [V+E] (on the CPU) for the token after the prompt: one pass, no cache."""
     ids = prompt_tensor(bb, prompt_ids, extra)
     with torch.inference_mode():
         logits, _ = network.forward(bb, ids.unsqueeze(0), extra=extra)
-    return logits[0, -1].float().cpu()
+    return logits[0, -1].float().cpu()  # no cache kept: `prefill` keeps one
 
 
 # -- text -------------------------------------------------------------------------------
@@ -185,13 +221,15 @@ def generate_text(bb: Backbone, prompt_ids: Sequence[int], *, extra: ExtraTokens
                   max_new_tokens: int = 256, temperature: float = 0.7, top_p: float = 0.9,
                   top_k: int = 0, seed: int | None = None, on_token: Callable[[str], None] | None = None,
                   stop_ids: Sequence[int] = (), allow_ids: Sequence[int] = (),
-                  extra_names: Mapping[int, str] | None = None) -> GeneratedText:
+                  extra_names: Mapping[int, str] | None = None,
+                  prefix: PromptPass | None = None) -> GeneratedText:
     """Sample a text answer after the prompt (temperature 0 = greedy).
 
     Stops on EOS ("eos"), on the end-of-turn separator or any of `stop_ids` ("stop"),
     when the answer has fallen into a loop ("repeat", see `repeating`), or after
     `max_new_tokens` ("length"); stop tokens are not part of the result.
     `allow_ids` lets extra (concept) ids into the answer, rendered via `extra_names`.
+    `prefix` (a `prefill` of the prompt's start) saves running those tokens again.
     """
     ids = prompt_tensor(bb, prompt_ids, extra)
     check_options(temperature, top_p, top_k)
@@ -208,7 +246,7 @@ def generate_text(bb: Backbone, prompt_ids: Sequence[int], *, extra: ExtraTokens
     device = network.embedding_layer(bb).weight.device
     forbidden = forbidden.to(device)
     with torch.inference_mode():
-        logits, cache = network.forward(bb, ids.unsqueeze(0), extra=extra, use_cache=True)
+        logits, cache = _start(bb, ids, extra, prefix)
         for step in range(max_new_tokens):
             last = logits[0, -1].masked_fill(forbidden, float("-inf"))
             uniform = None if noise is None else noise.next().to(device)

@@ -34,6 +34,7 @@ class TextModality(Modality):
             ctx.forced_prompt(self.group), extra=ctx.extra, max_new_tokens=request.max_tokens,
             temperature=TEMPERATURE if request.temperature is None else request.temperature,
             seed=request.seed, on_token=ctx.on_text, allow_ids=list(names), extra_names=names,
+            prefix=ctx.prompt_pass,  # the router already ran the prompt: continue from there
         )
         return Response(modality=self.name, text=result.text)
 
@@ -42,4 +43,4 @@ class TextModality(Modality):
 def yoc_modalities() -> list[Modality]:
     return [TextModality(name="text", group=GROUP, group_size=GROUP_SIZE,
                          description="answers in text (streamed)", fallback=True,
-                         aliases=("ask",))]
+                         aliases=("ask",), uses_prompt_pass=True)]
