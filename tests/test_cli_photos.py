@@ -95,3 +95,23 @@ def test_ctrl_c_while_checking_photos_says_nothing_was_added(tmp_path: Path) -> 
     assert "nothing was added" in child.before and "Traceback" not in child.before
     assert child.exitstatus == 130
     assert Library.open().get_concept("bo") is None
+
+
+def test_ctrl_c_while_add_concept_trains_says_how_to_resume(tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "sunny"
+    folder.mkdir()
+    for picture in sorted((Path(__file__).resolve().parent.parent / "concepts" / "sunny").glob("*.png")):
+        shutil.copy(picture, folder / picture.name)
+    child = pexpect.spawn(sys.executable, ["-m", "yoc_assistant", "add-concept", str(folder),
+                                           "--name", "sunny"], encoding="utf-8", timeout=240,
+                          dimensions=(40, 120))
+    child.expect("training sunny")  # the bar is up: steps are running
+    child.kill(signal.SIGINT)
+    child.expect("Stopping after this step")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "continue with: yoc train sunny --resume" in child.before
+    assert "Traceback" not in child.before
+    assert Library.open().require_concept("sunny").status != "ready"

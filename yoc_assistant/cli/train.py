@@ -123,10 +123,15 @@ def train_with_progress(library: Any, name: str, *, resume: bool = False, quiet:
         return train_concept_job(library, name, backbone=backbone, config=config, resume=resume,
                                  on_event=on_event, cancel=cancel, plugins=plugins)
 
-    with _ctrl_c_cancels(cancel, quiet):
-        if quiet or not sys.stderr.isatty():
-            return run(_note_printer(quiet))
-        return _with_progress_bar(name, run)
+    try:
+        with _ctrl_c_cancels(cancel, quiet):
+            if quiet or not sys.stderr.isatty():
+                return run(_note_printer(quiet))
+            return _with_progress_bar(name, run)
+    except KeyboardInterrupt:  # the second Ctrl-C: the last checkpoint is still there
+        click.echo(f"Interrupted; continue from the last checkpoint with: yoc train {name} --resume",
+                   err=True)
+        raise SystemExit(130) from None
 
 
 def _with_progress_bar(name: str, run: Callable[[EventFn | None], TrainOutcome]) -> TrainOutcome:
