@@ -142,3 +142,28 @@ def run_cli(args: list[str]) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     return 0
+
+
+def test_one_clip_per_job(lib: Library, byte_bb: Backbone, tmp_path: Path,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pool ranking and checkpoint choice share one loaded CLIP (the shipped toy one)."""
+    from yoc_assistant.app.training import train_concept_job
+    from yoc_assistant.personalize import retrieval
+
+    bb = byte_bb
+    assert bb.has_decoder
+    loads: list[str] = []
+    real = retrieval.load_clip
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        loads.append("clip")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(retrieval, "load_clip", counting)
+    add(lib, tmp_path, "mug", 4)
+    lib.add_pool_images(photos(tmp_path / "pool", 8, start=100))
+    outcome = train_concept_job(lib, "mug", backbone=bb,
+                                config=TrainConfig(max_steps=2, batch_size=4, eval_every=1,
+                                                   init_from_photos=False, mirror_photos=False))
+    assert "clip_i" in outcome.metrics, outcome.notes  # CLIP was used for checkpoint choice too
+    assert loads == ["clip"]

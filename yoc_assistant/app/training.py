@@ -25,6 +25,7 @@ from yoc_assistant.app.quality import measure_quality
 from yoc_assistant.personalize.checkpoints import clear_run_dir
 from yoc_assistant.personalize.concept import DEFAULT_GROUPS, ConceptVectors
 from yoc_assistant.personalize.prepare import (
+    SharedClip,
     build_examples,
     initial_words,
     make_evaluator,
@@ -174,7 +175,8 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
         plugins = load_plugins()
     modalities = plugins.get_modalities()
     groups = plugins.group_sizes() or dict(DEFAULT_GROUPS)
-    job = select_images(library, name, seed=config.seed, clip_device=device)
+    clip = SharedClip(device)  # one CLIP for pool ranking and checkpoint choice
+    job = select_images(library, name, seed=config.seed, clip=clip)
     note(job.notes)
     words = initial_words(bb, library, job) if config.init_from_photos else []
     if words:
@@ -186,7 +188,7 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
                                           mirror=config.mirror_photos)
     note(data_notes)
     eval_notes: list[str] = []
-    evaluator = make_evaluator(bb, library, name, job, eval_notes, clip_device=device)
+    evaluator = make_evaluator(bb, library, name, job, eval_notes, shared_clip=clip)
     note(eval_notes)
     run_dir = library.concept_runs_dir(name)
     if not resume and run_id is not None:

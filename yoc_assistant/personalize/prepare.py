@@ -26,6 +26,31 @@ EVAL_NEGATIVES = 4
 EVAL_IMAGES = 2  # pictures drawn per evaluation for CLIP-I
 
 
+class SharedClip:
+    """One CLIP per job, loaded on first use: pool ranking and checkpoint choice share it
+    (loading it is the slow part of both)."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self._clip: Any = None
+        self._error: Exception | None = None
+        self.loads = 0  # how often the weights were read (tests)
+
+    def get(self) -> Any:
+        """The loaded CLIP; raises retrieval.ClipUnavailable (every time) if it cannot load."""
+        from yoc_assistant.personalize import retrieval
+
+        if self._clip is None and self._error is None:
+            try:
+                self.loads += 1
+                self._clip = retrieval.load_clip(device=self.device)
+            except retrieval.ClipUnavailable as err:
+                self._error = err
+        if self._error is not None:
+            raise self._error
+        return self._clip
+
+
 @dataclass
 class JobData:
     train_positives: list[str]
@@ -37,7 +62,8 @@ class JobData:
     notes: list[str]
 
 
-def select_images(library: Any, name: str, *, seed: int, clip_device: str = "cpu") -> JobData:
+def select_images(library: Any, name: str, *, seed: int, clip_device: str = "cpu",
+                  clip: SharedClip | None = None) -> JobData:
     """The concept's photos (some held out), and ranked pool images (or notes why not)."""
     from yoc_assistant.personalize import retrieval
 
@@ -56,7 +82,11 @@ def select_images(library: Any, name: str, *, seed: int, clip_device: str = "cpu
     notes: list[str] = []
     pool = [r.sha256 for r in library.pool_images()]
     if pool:
-        ranking = retrieval.retrieve(library, positives, pool, device=clip_device, seed=seed)
+        shared = clip or SharedClip(clip_device)
+        try:
+            ranking = retrieval.retrieve(library, positives, pool, clip=shared.get(), seed=seed)
+        except retrieval.ClipUnavailable as err:
+            ranking = retrieval.Ranking(notes=[f"retrieval skipped: {err}"])
     else:
         ranking = retrieval.Ranking(notes=[retrieval.NO_POOL_NOTE])
     notes += list(ranking.notes)
@@ -132,7 +162,8 @@ def initial_words(bb: Backbone, library: Any, job: JobData) -> list[int]:
 
 
 def make_evaluator(bb: Backbone, library: Any, name: str, job: JobData, notes: list[str],
-                   clip_device: str = "cpu") -> Callable[[ConceptVectors], dict[str, float]] | None:
+                   clip_device: str = "cpu", shared_clip: SharedClip | None = None,
+                   ) -> Callable[[ConceptVectors], dict[str, float]] | None:
     """Score = mean(recognition weighted accuracy, CLIP-I) on held-out photos; None without them."""
     if not job.held_positives:
         return None
@@ -149,7 +180,7 @@ def make_evaluator(bb: Backbone, library: Any, name: str, job: JobData, notes: l
     reason = retrieval.unavailable_reason()
     if reason is None and bb.has_decoder:
         try:
-            clip = retrieval.load_clip(device=clip_device)
+            clip = (shared_clip or SharedClip(clip_device)).get()
         except retrieval.ClipUnavailable as err:  # damaged weights: as documented, a note
             reason = str(err)
     if clip is not None:
