@@ -139,3 +139,18 @@ def test_demo_picture_has_its_shape_in_tmux(tmp_path: Path) -> None:
     rows = _picture_rows(screen)
     assert len(rows) in _expected_rows((64, 32)), screen
     assert {len(row.strip()) for row in rows} == {24}
+
+
+def test_demo_output_reads_cleanly(yoc_home: Path, tmp_path: Path) -> None:
+    """What a newcomer reads: numbered headings (not escaped styling), the concept's
+    quality after training, no library's log noise."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "yoc_assistant", "demo", "--steps", "2",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    said = done.stdout + done.stderr
+    assert "\n== 1. Loading the backbone" in done.stderr and "\\x1b" not in said and "\\n" not in said
+    assert "WARNING" not in said and "Traceback" not in said
+    assert "Quality of 'sunny': recognition" in done.stdout

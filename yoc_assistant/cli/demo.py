@@ -17,6 +17,7 @@ import click
 
 from yoc_assistant.cli.output import SEED, info, print_json, progress, quiet_option, warn
 from yoc_assistant.errors import NotFoundError, UserInputError
+from yoc_assistant.safetext import printable
 
 PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
@@ -95,7 +96,10 @@ def show_picture(path: Path, width: int = 24) -> bool:
 
 
 def _step(title: str, quiet: bool) -> None:
-    info(click.style(f"\n== {title}", bold=True), quiet=quiet)
+    """A numbered heading: bold on a terminal (the style is ours; the title, which may
+    quote the example's files, is escaped)."""
+    if not quiet:
+        click.secho(f"\n== {printable(title)}", bold=True, err=True)
 
 
 @click.command()

@@ -73,7 +73,7 @@ def warn(message: str) -> None:
 def info(message: str, *, quiet: bool = False) -> None:
     """A note for the person at the terminal (stderr), hidden by --quiet."""
     if not quiet:
-        click.echo(terminal_text(message), err=True)
+        click.echo(printable(message, newlines=True), err=True)
 
 
 def terminal_text(text: object) -> str:

@@ -27,10 +27,12 @@ kind of negative (at least one of each from 3 images on); the rest are soft posi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,6 +234,27 @@ class ClipModel:
             else int(self.model.visual.output_dim)
 
 
+class _DropNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No pretrained weights loaded")
+
+
+@contextlib.contextmanager
+def _without_open_clip_notice(active: bool) -> Iterator[None]:
+    """open_clip logs "No pretrained weights loaded ... initialized randomly" (on the root
+    logger) for a folder whose weights yoc loads itself right after: not true, not shown."""
+    if not active:
+        yield
+        return
+    notice = _DropNotice()
+    root = logging.getLogger()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
+
+
 def load_clip(spec: ClipSpec | None = None, device: str | torch.device = "cpu") -> ClipModel:
     """Load the CLIP of `spec` (default: `default_spec()`). Raises ClipUnavailable."""
     import open_clip
@@ -243,11 +266,13 @@ def load_clip(spec: ClipSpec | None = None, device: str | torch.device = "cpu") 
         # weights are loaded by us from the one file resolve() checked: open_clip would pick
         # its own favourite in the folder (a pickled .bin before model.safetensors).
         from_folder = found.pretrained is None
-        model = open_clip.create_model(
-            found.create_name, pretrained=found.pretrained, device=device, load_weights=not from_folder,
-            force_preprocess_cfg=found.preprocess, pretrained_text=False,
-            require_pretrained=not from_folder, force_quick_gelu=found.quick_gelu,
-        )
+        with _without_open_clip_notice(from_folder):
+            model = open_clip.create_model(
+                found.create_name, pretrained=found.pretrained, device=device,
+                load_weights=not from_folder, force_preprocess_cfg=found.preprocess,
+                pretrained_text=False, require_pretrained=not from_folder,
+                force_quick_gelu=found.quick_gelu,
+            )
         if from_folder:
             if found.weights_file.suffix != ".safetensors":
                 raise ClipUnavailable(f"CLIP weights {found.weights_file} are not safetensors")
