@@ -60,3 +60,12 @@ def test_a_bad_yoc_backbone_is_refused_before_torch_loads() -> None:
     done = yoc_probe("ask", "hello", env={"YOC_BACKBONE": "not a model"})
     assert done.returncode == 2 and "YOC_BACKBONE" in done.stderr
     assert "torch imported: False" in done.stderr
+
+
+@pytest.mark.parametrize("args", [["-h"], ["concepts"], ["logs"], ["logs", "status"], ["path"],
+                                  ["concepts", "show", "bo"], ["ask", "-h"]],
+                         ids=" ".join)
+def test_library_commands_never_import_torch(library: Path, args: list[str]) -> None:
+    done = yoc_probe(*args)
+    assert done.returncode == 0, done.stderr
+    assert "torch imported: False" in done.stderr
