@@ -70,7 +70,7 @@ class SJDStats:
         return self.passes / max(self.tokens, 1)
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity (`in active`)
 class _Image:
     """One picture's decoding state (image-vocab indices, CPU)."""
 
