@@ -209,3 +209,24 @@ def test_compiled_sjd_on_cuda_matches_eager() -> None:
     again = sample_image_ids(gpu, prompt, uncond, compiled=True, **kw)
     assert torch.equal(compiled, again)
     assert torch.equal(eager[:, :16], compiled[:, :16])  # float32 kernels may differ in the last bits
+
+
+def test_padded_passes_of_the_compiled_path_give_the_same_pictures(bb: Backbone) -> None:
+    """On CUDA each pass is padded to a multiple of 8 tokens (few compiled shapes); the pads
+    come after every real token, so the pictures are those of the unpadded passes."""
+    from yoc_assistant.backbone.imagegen import get_engine, sampling_knobs
+
+    prompt = bb.prompt_ids(["a dog on a boat"]) + [bb.special.boi]
+    rows = [prompt, prompt, [bb.special.bos, bb.special.boi], [bb.special.bos, bb.special.boi]]
+    total = bb.image_seq_length
+    engine = get_engine(bb, len(rows), len(prompt) + total + sjd.extra_capacity(6), compiled=False)
+    knobs = sampling_knobs(engine.device, n=2, cfg=True, width=len(bb.image_vocab), cfg_scale=3.0,
+                           temperature=1.0, top_p=0.9, top_k=0)
+    plain, padded = sjd.SJDStats(), sjd.SJDStats()
+    a = sjd.sample(engine, rows, total, n=2, extra=None, knobs=knobs, seeds=[3, 4], on_progress=None,
+                   window=6, stats=plain)
+    b = sjd.sample(engine, rows, total, n=2, extra=None, knobs=knobs, seeds=[3, 4], on_progress=None,
+                   window=6, stats=padded, pass_fn=sjd.window_pass)
+    assert torch.equal(a, b)
+    assert all(w % sjd.WIDTH_BUCKET == 0 and w >= 7 for w in padded.widths)
+    assert any(w % sjd.WIDTH_BUCKET for w in plain.widths)  # the padding did something

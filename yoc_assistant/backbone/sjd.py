@@ -203,7 +203,9 @@ def sample(engine: ImageEngine, rows: list[list[int]], total: int, *, n: int, ex
             active = [im for im in todo if len(im.tokens) - c <= lead]
             end = max(len(im.tokens) + len(im.drafts) for im in active)
             width = end - c + 1
-            padded = width if pass_fn is None else -(-width // WIDTH_BUCKET) * WIDTH_BUCKET
+            # Compiled: one shape for a lone picture (every pass padded to at least W + 1), a
+            # second only when a batch's pictures drift apart.
+            padded = width if pass_fn is None else -(-max(width, window + 1) // WIDTH_BUCKET) * WIDTH_BUCKET
             feed = torch.empty(n, padded, dtype=torch.long)
             for i, im in enumerate(images):
                 seq = im.tokens + (im.drafts if im in active else [])
