@@ -161,8 +161,12 @@ class PluginManager:
                 self._modalities.append(modality)
 
     def modality(self, name: str) -> Modality:
+        """The modality called `name`, else the first whose `aliases` hold it."""
         for modality in self.get_modalities():
             if modality.name == name:
+                return modality
+        for modality in self.get_modalities():
+            if name in modality.aliases:
                 return modality
         known = ", ".join(m.name for m in self.get_modalities()) or "none (no plugins loaded)"
         raise UserInputError(f"unknown mode {name!r}; available modalities: {known}")

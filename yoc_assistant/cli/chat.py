@@ -13,6 +13,9 @@ from yoc_assistant.cli.runtime import open_backbone, open_library, precision_opt
 from yoc_assistant.safetext import printable
 from yoc_assistant.settings import IMAGE_DECODING, IMAGE_DECODINGS
 
+# `yoc draw` answers with the modality that declares this alias (the image plugin does).
+DRAW = "draw"
+
 
 def _load_images(paths: tuple[Path, ...]) -> list[Any]:
     from yoc_assistant.library.ingest import normalize_file
@@ -138,13 +141,14 @@ def draw(text: str, out: Path | None, seed: int | None, n: int, cfg: float | Non
     from yoc_assistant.app.conversation_log import log_request, with_seed
     from yoc_assistant.assistant import Request
 
-    assistant = _assistant(precision, quiet or as_json, text, "image")
+    assistant = _assistant(precision, quiet or as_json, text, DRAW)
+    mode = assistant.plugins.modality(DRAW).name  # the modality that draws
     routed = None
     if explain:
         routed, _ = assistant.route(Request(text=text))
         if not as_json:
             click.echo(routed.explain(), err=True)
-    request = with_seed(Request(text=text, mode="image", seed=seed, n=n, cfg_scale=cfg, out=out,
+    request = with_seed(Request(text=text, mode=mode, seed=seed, n=n, cfg_scale=cfg, out=out,
                                 decoding=decoding))
     with progress(f"Drawing {n} picture{'s' if n > 1 else ''}", quiet=quiet or as_json) as on_progress, \
             log_request(assistant.library, request, source="draw", backbone=assistant.backbone) as entry:
