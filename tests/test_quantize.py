@@ -65,3 +65,30 @@ def test_a_synthetic_backbone_in_int8_weight_only() -> None:
                if isinstance(m, torch.nn.Linear))
     ids = bb.generate_images(bb.prompt_ids(["x"]), decode=False, cfg_scale=1.0, decoding="sjd").ids
     assert ids.shape == (1, bb.image_seq_length)
+
+
+def test_the_int8_weight_only_step_compiles_as_one_graph(pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA the image step is compiled (that is what makes int8wo fast); torchao's int8
+    weights must trace without graph breaks (checked on the CPU with a recording backend)."""
+    from test_fused import GraphRecorder
+
+    from yoc_assistant.backbone.imagegen import sample_image_ids
+
+    _, q = pair
+    prompt = q.prompt_ids(["a red boat"]) + [q.special.boi]
+    kw = dict(n=1, extra=None, cfg_scale=3.0, temperature=1.0, top_p=0.9, top_k=0, seeds=[2],
+              on_progress=None, tokens=6, decoding="sequential")
+    uncond = [q.special.bos, q.special.boi]
+    want = sample_image_ids(q, prompt, uncond, compiled=False, **kw)
+    recorder = GraphRecorder()
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile",
+                        lambda fn, **_kw: real_compile(fn, backend=recorder, fullgraph=True, dynamic=False))
+    torch._dynamo.reset()
+    try:
+        got = sample_image_ids(q, prompt, uncond, compiled=True, **kw)
+    finally:
+        torch._dynamo.reset()
+        q.caches.image_engine = None
+    assert torch.equal(got, want)
+    assert recorder.graphs == 1

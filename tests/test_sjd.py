@@ -230,3 +230,30 @@ def test_padded_passes_of_the_compiled_path_give_the_same_pictures(bb: Backbone)
     assert torch.equal(a, b)
     assert all(w % sjd.WIDTH_BUCKET == 0 and w >= 7 for w in padded.widths)
     assert any(w % sjd.WIDTH_BUCKET for w in plain.widths)  # the padding did something
+
+
+def test_the_sjd_pass_compiles_as_one_graph_for_a_lone_picture(bb: Backbone, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What CUDA graphs need of the compiled pass (checked on the CPU with a recording
+    backend): no graph breaks, one shape for a whole picture, and only the fed ids and the
+    start slot move (weights, cache, masks' inputs stay put)."""
+    from test_fused import GraphRecorder
+
+    prompt = bb.prompt_ids(["a dog on a boat"]) + [bb.special.boi]
+    uncond = [bb.special.bos, bb.special.boi]
+    kw = dict(n=1, extra=None, cfg_scale=3.0, temperature=1.0, top_p=0.9, top_k=0, seeds=[5],
+              on_progress=None, decoding="sjd", tokens=40, window=6)
+    want = sample_image_ids(bb, prompt, uncond, compiled=False, **kw)
+    recorder = GraphRecorder()
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile",
+                        lambda fn, **_kw: real_compile(fn, backend=recorder, fullgraph=True, dynamic=False))
+    torch._dynamo.reset()
+    try:
+        got = sample_image_ids(bb, prompt, uncond, compiled=True, **kw)
+    finally:
+        torch._dynamo.reset()
+        bb.caches.image_engine = None
+    assert torch.equal(got, want)
+    assert recorder.graphs == 1
+    widest = 2 * sjd.WIDTH_BUCKET * 2  # the fed ids: 2 rows x the padded width
+    assert all(numel <= widest for _name, numel in recorder.moving), recorder.moving
