@@ -86,3 +86,16 @@ def test_only_settings_reads_the_yoc_environment() -> None:
         readers += [f"{path.relative_to(PACKAGE)}:{node.lineno}" for node in ast.walk(tree)
                     if _reads_yoc_variable(node)]
     assert not readers, "YOC_* read outside yoc_assistant/settings.py: " + ", ".join(readers)
+
+
+@pytest.mark.parametrize("part", ["library", "backbone", "personalize", "assistant", "app"])
+def test_parts_below_the_front_ends_never_print(part: str) -> None:
+    """Output is the front ends' (cli/, tui/): the parts report by return values and callbacks."""
+    found = []
+    for path in sorted((PACKAGE / part).rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("print", "sys.stdout.write",
+                                                                         "sys.stderr.write"):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not found, "prints outside cli/ and tui/: " + ", ".join(found)
