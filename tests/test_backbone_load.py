@@ -216,3 +216,25 @@ def test_default_guidance_comes_from_yoc_cfg_scale_in_config(tmp_path) -> None:
     for scale, expected in pictures.items():
         bb.cfg_scale = scale
         assert torch.equal(bb.generate_images(prompt, n=1, seed=3, decode=False).ids, expected)
+
+
+def test_a_checkpoint_header_is_read_once_per_file_version(tmp_path: Path) -> None:
+    """Validating, loading, sizing and fingerprinting a checkpoint share one header read;
+    a rewritten file is read again."""
+    import os
+
+    from yoc_assistant.backbone import loading
+    from yoc_assistant.backbone.tiny import write_tiny_checkpoint
+
+    folder = write_tiny_checkpoint(tmp_path / "ckpt")
+    loading._read_header.cache_clear()
+    Backbone.load(str(folder), precision="fp32", device="cpu")
+    loading.tensor_shapes(folder)
+    loading.fingerprint_of(str(folder))
+    files = len(set(loading.weight_files(folder).values()))
+    assert loading._read_header.cache_info().misses == files
+    weights = next(iter(set(loading.weight_files(folder).values())))
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    loading.tensor_shapes(folder)
+    assert loading._read_header.cache_info().misses == files + 1

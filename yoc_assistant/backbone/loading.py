@@ -9,6 +9,7 @@ mismatched tensors and would hand back random weights.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -131,11 +132,21 @@ def weight_files(folder: Path) -> dict[str, Path]:
 
 
 def _header(file: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes from a safetensors header, without reading the data."""
+    """Tensor shapes from a safetensors header, without reading the data (read once per
+    file version: validating, loading and sizing a checkpoint all ask for it)."""
+    try:
+        stat = file.stat()
+    except OSError as err:
+        raise BackboneError(f"{file}: not a readable safetensors file ({err})") from err
+    return dict(_read_header(str(file), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_header(file: str, _mtime_ns: int, _size: int) -> dict[str, tuple[int, ...]]:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(file), framework="pt") as fh:
+        with safe_open(file, framework="pt") as fh:
             return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
     except Exception as err:
         raise BackboneError(f"{file}: not a readable safetensors file ({err})") from err
