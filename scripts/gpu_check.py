@@ -37,6 +37,7 @@ BEGIN, END = "<!-- gpu-check:begin -->", "<!-- gpu-check:end -->"
 # The paper's data for one concept: ~1,000 soft positives + 200 negatives + recognition and
 # QA of the real photos, about 1,300 examples; 15 epochs at batch 4 (TrainConfig defaults).
 RECIPE_EXAMPLES, RECIPE_EPOCHS, RECIPE_BATCH = 1300, 15, 4
+SECTIONS = ("images_bf16", "training_bf16", "images_int8wo", "pytest_gpu", "training_int8_nf4")
 
 
 class Clock:
@@ -201,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-tokens", type=int, default=256, help="image tokens timed (extrapolated to 1,024)")
     ap.add_argument("--doc", type=Path, default=None, help="the markdown file to update")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
+    ap.add_argument("--only", default=None,
+                    help=f"comma-separated sections to run (a second run's leftovers): {', '.join(SECTIONS)}")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -225,26 +228,39 @@ def main(argv: list[str] | None = None) -> int:
         "model": f"random-weight {shape} (`yoc bench --synthetic {shape}`)",
         "precision": "fp32" if dry else "bf16",
     }
-    section(report, "pytest_gpu", clock, 60, lambda: run_gpu_tests(dry))
     from yoc_assistant.backbone.synthetic import synthetic_backbone
 
     precision = report["precision"]
     holder: dict[str, Any] = {}
+    wanted = set(args.only.split(",")) if args.only else set(SECTIONS)
 
     def bf16_images() -> dict[str, Any]:
         holder["bb"] = synthetic_backbone(shape, precision=precision, device=device)
         return images(holder["bb"], tokens)
 
-    section(report, "images_bf16", clock, 150, bf16_images)
-    section(report, "training_bf16", clock, 45,
-            lambda: training(holder["bb"] if "bb" in holder else synthetic_backbone(shape, precision, device),
-                             seq_len, 3 if dry else 5))
-    holder.clear()
-    _free()
-    section(report, "images_int8wo", clock, 100, lambda: eight_bit_images(shape, device, tokens))
-    with tempfile.TemporaryDirectory(prefix="yoc-gpu-check-") as tmp:
-        section(report, "training_int8_nf4", clock, 150,
-                lambda: quantized_training(shape, device, seq_len, Path(tmp) / "synthetic"))
+    def bf16_training() -> dict[str, Any]:
+        bb = holder.pop("bb", None) or synthetic_backbone(shape, precision=precision, device=device)
+        return training(bb, seq_len, 3 if dry else 5)
+
+    def quantized() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="yoc-gpu-check-") as tmp:
+            return quantized_training(shape, device, seq_len, Path(tmp) / "synthetic")
+
+    # In order of importance; the second number is a generous guess of the section's time on
+    # an H200 (compiles included), so a section is only started when it can finish.
+    runs = {
+        "images_bf16": (240, bf16_images),
+        "training_bf16": (40, bf16_training),
+        "images_int8wo": (200, lambda: eight_bit_images(shape, device, tokens)),
+        "pytest_gpu": (90, lambda: run_gpu_tests(dry)),
+        "training_int8_nf4": (200, quantized),
+    }
+    for name, (needs, fn) in runs.items():
+        if name in wanted:
+            section(report, name, clock, 1 if dry else needs, fn)
+        if name == "training_bf16":
+            holder.clear()
+            _free()
     report["wall_s"] = round(time.monotonic() - clock.start, 1)
     block = markdown(report)
     write_doc(doc, block)
