@@ -58,6 +58,7 @@ def test_the_documented_plugin_works_from_the_command_line(tmp_path: Path, yoc_h
     assert listed.returncode == 0, listed.stderr
     modalities = {m["name"] for p in json.loads(listed.stdout)["plugins"] for m in p["modalities"]}
     assert {"audio", "text", "image"} <= modalities
+    assert "installed: image, text, audio" in " ".join(yoc(env, "ask", "--help").stdout.split())
     voices = yoc(env, "voices")
     assert voices.returncode == 0 and voices.stdout.strip() == "plain", voices.stderr
     out = tmp_path / "not" / "yet"

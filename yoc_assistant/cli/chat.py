@@ -17,6 +17,18 @@ from yoc_assistant.settings import IMAGE_DECODING, IMAGE_DECODINGS
 DRAW = "draw"
 
 
+class ModeOption(click.Option):
+    """--mode: its help names the installed modalities (found only when help is shown)."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from yoc_assistant.app.plugins import load_plugins
+
+        names = [printable(m.name) for m in load_plugins().get_modalities()]
+        self.help = ("Answer with this modality instead of letting the model choose "
+                     f"(installed: {', '.join(names) or 'none'}; see `yoc plugins`).")
+        return super().get_help_record(ctx)
+
+
 def _load_images(paths: tuple[Path, ...]) -> list[Any]:
     from yoc_assistant.library.ingest import normalize_file
 
@@ -61,8 +73,7 @@ def _print_files(response: Any) -> None:
 @click.argument("text")
 @click.option("--image", "images", multiple=True, type=click.Path(path_type=Path),
               help="Attach a photo (repeatable).")
-@click.option("--mode", help="Answer with this modality (a name `yoc plugins` lists) "
-                             "instead of letting the model choose.")
+@click.option("--mode", cls=ModeOption)
 @click.option("--explain", is_flag=True, help="Show the router's choice and its probabilities.")
 @click.option("--seed", type=SEED, help="Seed for sampling (repeatable answers).")
 @click.option("--max-tokens", type=click.IntRange(1, 8192), default=256, show_default=True)
