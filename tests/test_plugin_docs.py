@@ -94,3 +94,38 @@ def test_the_documented_plugin_is_routed_to_after_training(tmp_path: Path, yoc_h
         decision, _ = assistant.route(Request("say <bo>'s name out loud"))
     assert decision.modality == "audio", decision.probabilities
     assert decision.concept == "bo"
+
+
+def test_the_chat_app_lists_the_files_a_plugin_wrote(tmp_path: Path, yoc_home: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`/audio TEXT` (the modality's own name is a chat command) answers with a file: the
+    bubble names it."""
+    import asyncio
+
+    from conftest import TINY_ANOLE_A
+
+    from yoc_assistant.tui.app import YocApp
+    from yoc_assistant.tui.services import Services
+    from yoc_assistant.tui.widgets import AssistantBubble, PromptInput
+
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    install_documented_plugin(tmp_path / "site")
+
+    async def run() -> str:
+        app = YocApp(Services(str(TINY_ANOLE_A / "checkpoint"), seed=0))
+        async with app.run_test(size=(100, 30)) as pilot:
+            while any(w.is_running for w in app.workers):
+                await pilot.pause(0.05)
+            app.screen.query_one(PromptInput).value = "/audio a red boat"
+            await pilot.press("enter")
+            await pilot.pause()
+            while any(w.is_running for w in app.workers):
+                await pilot.pause(0.05)
+            await pilot.pause()
+            return app.screen.query(AssistantBubble).last().text
+
+    shown = asyncio.run(run())
+    assert shown.startswith("spoke into "), shown
+    (line,) = [s for s in shown.splitlines() if s.startswith("file: ")]
+    written = Path(line.removeprefix("file: "))
+    assert written.is_file() and written.parent == yoc_home / "pictures"
