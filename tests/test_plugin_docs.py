@@ -129,3 +129,42 @@ def test_the_chat_app_lists_the_files_a_plugin_wrote(tmp_path: Path, yoc_home: P
     (line,) = [s for s in shown.splitlines() if s.startswith("file: ")]
     written = Path(line.removeprefix("file: "))
     assert written.is_file() and written.parent == yoc_home / "pictures"
+
+
+CLASHING_COMMANDS = '''
+import click
+
+from yoc_assistant.plugin import hookimpl
+
+
+@click.command("train")
+def train():
+    click.echo("the plugin's train")
+
+
+@click.command("hum")
+def hum():
+    click.echo("hmm")
+
+
+@hookimpl
+def yoc_commands():
+    return [train, "not a command", hum]
+'''
+
+
+def test_a_plugin_command_never_replaces_a_built_in(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "yoc_clash.py").write_text(CLASHING_COMMANDS)
+    info = site / "yoc_clash-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: yoc-clash\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[yoc]\nclash = yoc_clash\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    listed = yoc(env, "--help")
+    assert listed.returncode == 0 and "hum" in listed.stdout
+    assert "the command name 'train' is taken" in listed.stderr
+    assert "is not a click command" in listed.stderr
+    assert yoc(env, "hum").stdout.strip() == "hmm"
+    assert "Train (or retrain)" in yoc(env, "train", "--help").stdout  # the built-in
