@@ -236,7 +236,14 @@ def _load_cached(source: str, precision: str | None, device: str | None) -> Any:
 def _row(concept: Concept) -> ConceptRow:
     return ConceptRow(name=concept.name, status=concept.status, photos=concept.photos,
                       last_trained=_short_time(concept.last_trained or ""),
-                      metrics=format_metrics(concept.metrics))
+                      metrics=quality_summary(concept.quality) or format_metrics(concept.metrics))
+
+
+def quality_summary(quality: dict[str, Any] | None) -> str:
+    """The measured quality for the table, as `yoc concepts` shows it ("near chance" too)."""
+    from yoc_assistant.app.quality import summary
+
+    return summary(quality)
 
 
 def _short_time(stamp: str) -> str:
