@@ -26,7 +26,9 @@ def test_a_concept_trained_too_little_is_flagged_near_chance(tmp_path: Path) -> 
     done = run_yoc("train", "sunny", "--steps", "2", "--blank-init", "--seed", "0")
     assert done.returncode == 0, done.stderr
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("Quality of 'sunny':"))
-    assert "recognition 0.50" in line and "near chance" in line and "held-out photos" in line
+    # Blank rows prefer one group for every request: routing is right 4 or 5 times in 9.
+    assert re.search(r"recognition 0\.\d\d, routing 0\.[45]\d: near chance", line), line
+    assert "held-out photos" in line
     assert "answers little better than chance" in done.stderr and "yoc train sunny --steps" in done.stderr
     assert "yoc pool add" in done.stderr
 
@@ -37,12 +39,13 @@ def test_a_concept_trained_too_little_is_flagged_near_chance(tmp_path: Path) -> 
     assert "answers little better than chance" in listed.stderr
 
     shown = run_yoc("concepts", "show", "sunny").stdout
-    assert "quality:  recognition 0.50" in shown and "near chance: train longer" in shown
+    assert "quality:  recognition 0." in shown and "near chance: train longer" in shown
     assert "routing right for" in shown
 
     (concept,) = json.loads(run_yoc("concepts", "list", "--json").stdout)
     quality = concept["quality"]
-    assert quality["recognition"] <= NEAR_CHANCE and quality["verdict"] == "near chance"
+    assert min(quality["recognition"], quality["routing"]) <= NEAR_CHANCE
+    assert quality["verdict"] == "near chance" and f"recognition {quality['recognition']:.2f}" in line
     assert quality["positives"] >= 1 and quality["negatives"] >= 1 and quality["routed"] == 9
 
     # The quality travels with an exported concept, and the import has a TRAINED time.
