@@ -135,3 +135,25 @@ def test_a_plugin_whose_build_examples_raises_does_not_fail_training(site: Path,
         assert lib.require_concept("bo").status == "ready"
     assert any("badexamples" in n or "sound" in n for n in outcome.notes)
     assert any("cannot build examples today" in n for n in outcome.notes)
+
+
+def test_a_responder_calling_sys_exit_is_a_clear_error_not_the_end(tmp_path: Path) -> None:
+    from assistant_helpers import tiny_backbone
+
+    from yoc_assistant.assistant import Assistant, Modality, Request, hookimpl
+    from yoc_assistant.errors import YocError
+
+    class Exits(Modality):
+        def respond(self, request, ctx):
+            sys.exit("bye from a plugin")
+
+    class Plugin:
+        @hookimpl
+        def yoc_modalities(self):
+            return [Exits(name="exits", group="exits", group_size=1)]
+
+    plugins = PluginManager()
+    plugins.register(Plugin(), "exits")
+    assistant = Assistant(tiny_backbone(), None, plugins, log_path=tmp_path / "r.jsonl")
+    with pytest.raises(YocError, match="'exits' modality failed: SystemExit"):
+        assistant.respond(Request("a cat", mode="exits"))

@@ -107,9 +107,9 @@ class Assistant:
         )
         try:
             response = modality.respond(request, ctx)
-        except YocError:
+        except (YocError, KeyboardInterrupt):
             raise
-        except Exception as err:  # a plugin's bug must not crash yoc
+        except BaseException as err:  # noqa: BLE001 - a plugin's bug (even sys.exit()) must not end yoc
             log.exception("modality %s failed", modality.name)
             raise YocError(f"the {modality.name!r} modality failed: "
                            f"{type(err).__name__}: {err}") from err
