@@ -206,3 +206,12 @@ def test_deeply_nested_safetensors_header_is_a_clear_error(lib: Library, tmp_pat
     path.write_bytes(blob)
     shown = CliRunner().invoke(cli, ["concepts", "show", "bo"])
     assert shown.exit_code == 0 and "Traceback" not in shown.output
+
+
+def test_the_chat_apps_concept_list_shows_a_broken_file_as_broken(lib: Library, tmp_path: Path) -> None:
+    from yoc_assistant.tui.services import Services
+
+    trained(lib, tmp_path)
+    lib.get_concept("bo").vectors_path.unlink()
+    (row,) = Services().concepts()
+    assert row.status == "broken"

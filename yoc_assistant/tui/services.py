@@ -111,7 +111,7 @@ class Services:
         from yoc_assistant.library import Library
 
         with Library.open() as lib:
-            return [_row(concept) for concept in lib.list_concepts()]
+            return [_row(concept) for concept in lib.list_concepts(check_files=True)]
 
     def concept_names(self) -> list[str]:
         return [row.name for row in self.concepts()]
