@@ -60,9 +60,12 @@ def test_text_answer_forces_the_understanding_group(bb, library, assistant) -> N
     concepts = assistant.load_concepts(["bo"])
     prompt = assistant.router.build_prompt(Request("is <bo> red ?"), concepts)
     ident = concepts.identifier_id("bo")
+    from yoc_assistant.personalize.data import answer_first_token
+
     by_hand = bb.generate_text(prompt + concepts.group_ids("bo", "understanding"),
                                extra=concepts.extra, max_new_tokens=8, temperature=0.7, seed=5,
-                               allow_ids=[ident], extra_names={ident: "<bo>"})
+                               allow_ids=[ident], extra_names={ident: "<bo>"},
+                               decisive_ids=[answer_first_token(bb, True), answer_first_token(bb, False)])
     assert response.text == by_hand.text
 
 

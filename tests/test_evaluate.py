@@ -62,15 +62,17 @@ def test_recognition_accuracy_in_range_and_equal_to_the_one_pass_path(bb, concep
     for key in ("positive", "negative", "weighted"):
         assert 0.0 <= out[key] <= 1.0
     assert out["weighted"] == pytest.approx((out["positive"] + out["negative"]) / 2)
-    # the batched last-position path answers exactly as the backbone's own one-pass logits
+    # the batched last-position path decides exactly as the text modality's decoding does
     from yoc_assistant.personalize import data
 
     yes, no = data.answer_first_token(bb, True), data.answer_first_token(bb, False)
     images = E._as_tokens(bb, pos + neg)
     said = []
+    ident = concepts.identifier_id("bo")
     for im in images:
-        logits = bb.next_token_logits(E.forced_recognition_prompt(bb, concepts, "bo", im), extra=concepts.extra)
-        said.append(bool(logits[yes] > logits[no]))
+        out1 = bb.generate_text(E.forced_recognition_prompt(bb, concepts, "bo", im), extra=concepts.extra,
+                                max_new_tokens=1, seed=0, allow_ids=[ident], decisive_ids=[yes, no])
+        said.append(out1.ids[:1] == [yes])
     assert out["positive"] == sum(said[:3]) / 3
     assert out["negative"] == sum(not s for s in said[3:]) / 3
     fast = E._last_logits(bb, [E.forced_recognition_prompt(bb, concepts, "bo", images[0])], concepts.extra)[0]

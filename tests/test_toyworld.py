@@ -64,7 +64,9 @@ def test_held_out_things_never_appear_in_pretraining_scenes() -> None:
 
 
 def test_thing_parse_and_bad_names() -> None:
-    assert world.Thing.parse("orange dotted star") == world.EXAMPLE_THING
+    assert world.Thing.parse("orange dotted star").kind() == world.EXAMPLE_THING.kind()
+    assert world.Thing.parse("orange dotted star", accent="cyan") == world.EXAMPLE_THING
+    assert world.Thing.parse("cyan orange dotted star") == world.EXAMPLE_THING
     assert world.Thing.parse("Blue heart") == world.Thing("heart", "blue", "plain")
     with pytest.raises(UserInputError, match="cannot read a thing"):
         world.Thing.parse("a very nice thing")
@@ -72,48 +74,132 @@ def test_thing_parse_and_bad_names() -> None:
         world.Thing("star", "teal", "plain")
 
 
+def _text_parts(ex: language.Example) -> list[str]:
+    return [p for p in [*ex.prompt, *ex.answer] if isinstance(p, str)]
+
+
 def test_every_task_uses_only_vocabulary_words() -> None:
     vocab = set(language.vocabulary())
     rng = np.random.default_rng(0)
-    for scene in world.random_scenes(40, seed=2):
-        for task in language.TASKS:
-            ex = language.make_example(task, scene, rng)
-            for part in [*ex.prompt, *ex.answer]:
-                if part is language.IMAGE or part is language.NAME or isinstance(part, language.Filler):
-                    continue
+    pool = language.ScenePool(world.random_scenes(400, seed=2, pairs=0.25))
+    for task in language.TASKS:
+        for _ in range(60):
+            for part in _text_parts(language.make_example(task, pool, rng)):
                 words = set(re.findall(r"[a-z]+", part.lower()))
                 assert words <= vocab, (task, part, words - vocab)
+
+
+def test_the_phrasing_bank_is_in_the_toy_vocabulary() -> None:
+    from yoc_assistant.personalize import phrasings as P
+
+    vocab = set(language.vocabulary())
+    for template in P.all_phrasings():
+        assert set(P.words_of(template)) <= vocab, (template, set(P.words_of(template)) - vocab)
+
+
+def test_no_text_ever_names_an_accent() -> None:
+    """The instance attribute is seen in every picture and said in no sentence."""
+    from yoc_assistant.personalize import phrasings as P
+
+    accents = set(world.ACCENTS)
+    assert not accents & set(language.vocabulary())
+    assert not any(set(P.words_of(t)) & accents for t in P.all_phrasings())
+    rng = np.random.default_rng(1)
+    pool = language.ScenePool(world.random_scenes(400, seed=3, pairs=0.25))
+    for task in language.TASKS:
+        for _ in range(40):
+            for part in _text_parts(language.make_example(task, pool, rng)):
+                assert not set(re.findall(r"[a-z]+", part.lower())) & accents, (task, part)
+    for scene in pool.scenes[:50]:
+        assert not set(scene.caption().split()) & accents
+
+
+def test_accents_are_visible_and_change_only_the_pattern_pixels() -> None:
+    for pattern in world.PATTERNS:
+        thing = world.Thing("square", "orange", pattern)
+        base = world.Scene(thing, "big", "sand", 16, 16, seed=9)
+        pixels = np.asarray(world.render(base), dtype=np.float32)
+        for other in world.same_named(thing):
+            moved = world.Scene(other, "big", "sand", 16, 16, seed=9)
+            assert moved.caption() == base.caption()  # words cannot tell them apart
+            diff = np.abs(np.asarray(world.render(moved), dtype=np.float32) - pixels).max(-1)
+            assert diff.max() > 60, (pattern, other.accent)  # ...the eye can
+            assert (diff > 30).sum() >= 4
+
+
+def test_same_named_others_and_lookalikes_of_an_instance() -> None:
+    thing = world.EXAMPLE_THING
+    others = world.same_named(thing)
+    assert len(others) == len(world.ACCENTS) - 1
+    assert all(o.kind() == thing.kind() and o.accent != thing.accent for o in others)
+    assert all(t.accent == thing.accent for t in world.lookalikes(thing, 1))
+    assert len(world.ALL_THINGS) == len(world.KINDS) * len(world.ACCENTS)
+
+
+def test_two_object_scenes_show_both_things() -> None:
+    rng = np.random.default_rng(4)
+    a, b = world.Thing("star", "red", "plain"), world.Thing("heart", "blue", "striped", "mint")
+    scene = world.random_pair_scene(rng, a, b)
+    assert set(scene.things()) == {a, b} and scene.shows(b) and scene.shows_kind(world.Thing("heart", "blue", "striped"))
+    assert " and " in scene.caption() and scene.caption().endswith(f"on {scene.background}")
+    one = world.Scene(scene.thing, "small", scene.background, scene.x, scene.y, scene.seed)
+    diff = np.abs(np.asarray(world.render(scene), np.float32) - np.asarray(world.render(one), np.float32))
+    assert diff.max() > 60  # the second thing is drawn
 
 
 def test_caption_answers_describe_the_scene() -> None:
     scene = world.Scene(world.Thing("heart", "blue", "striped"), "small", "grass", 10, 12, 0)
     assert scene.caption() == "a small striped blue heart on grass"
-    ex = language.make_example("caption", scene, np.random.default_rng(0))
+    pool = language.ScenePool([scene])
+    ex = language.make_example("caption", pool, np.random.default_rng(0))
     assert ex.answer == ["a small striped blue heart on grass ."]
 
 
 def test_named_tasks_define_the_thing_and_refer_to_it_by_name() -> None:
     rng = np.random.default_rng(3)
-    scene = world.random_scenes(1, seed=4)[0]
+    pool = language.ScenePool(world.random_scenes(600, seed=4, pairs=0.25))
     for task in language.NAMED_TASKS:
         for _ in range(20):
-            ex = language.make_example(task, scene, rng)
-            assert ex.prompt[0] is language.NAME and ex.prompt[1] == "is"
-            fillers = [p.n for p in ex.prompt[:6] if isinstance(p, language.Filler)]
-            assert sum(fillers) <= language.MAX_PREFIX_FILLERS
+            ex = language.make_example(task, pool, rng)
+            assert ex.prompt[0] == language.Name(0) and ex.prompt[1] == "is"
+            fillers = [p.n for p in ex.prompt[:7] if isinstance(p, language.Filler)]
+            assert sum(fillers[:2]) <= language.MAX_PREFIX_FILLERS
             assert isinstance(ex.answer[0], language.Filler)
             assert ex.answer[0].n <= language.MAX_ANSWER_FILLERS
-            assert any(p is language.NAME for p in ex.prompt[6:])  # asked about by name only
-    said = {language.make_example("named-recognize", scene, rng).answer[1] for _ in range(60)}
+            end = ex.prompt.index(".") + 1
+            assert any(isinstance(p, language.Name) for p in ex.prompt[end:])  # asked about by name only
+    said = {language.make_example("named-recognize", pool, rng).answer[1] for _ in range(60)}
     assert {w.split(",")[0] for w in said} == {"Yes", "No"}
+
+
+def test_photo_definitions_tell_instances_apart() -> None:
+    """With a photo in the definition, a same-named thing of another accent is a 'No';
+    with words only it cannot be (the words are the same), so it never is."""
+    rng = np.random.default_rng(8)
+    pool = language.ScenePool(world.random_scenes(3000, seed=6))
+    seen_accent_no = 0
+    for _ in range(400):
+        ex = language.make_example("named-recognize", pool, rng)
+        photos = [p for p in ex.prompt if isinstance(p, language.Photo)]
+        defined = photos[0] if len(photos) == 2 else None
+        asked = pool.scenes[photos[-1].index]
+        yes = ex.answer[1].startswith("Yes")
+        if defined is None:
+            continue
+        ref = pool.scenes[defined.index].thing
+        assert yes == asked.shows(ref)
+        if not yes and asked.shows_kind(ref):
+            seen_accent_no += 1
+    assert seen_accent_no > 40
 
 
 def test_named_batches_use_fresh_extra_rows_that_are_never_targets(shipped) -> None:
     from yoc_assistant.toyworld.train_backbone import Batcher, encode_scenes, token_losses
 
-    scenes = world.random_scenes(8, seed=5)
+    scenes = world.random_scenes(60, seed=5, pairs=0.25)
     batcher = Batcher(shipped, scenes, encode_scenes(shipped, scenes))
     batch = batcher.batch(np.random.default_rng(0), 3, language.NAMED_TASKS, decision_weight=1.0)
+    assert int((batch["ids"] == shipped.special.boi).sum(1).max()) >= 2  # photo definitions
     extra, ids = batch["extra"], batch["ids"]
     is_extra = ids >= shipped.vocab_size
     assert extra is not None and int(ids.max()) == shipped.vocab_size + len(extra) - 1
@@ -160,6 +246,31 @@ def test_make_concept_layout(tmp_path) -> None:
     assert len(list((out / "others").glob("*.png"))) == 3
     about = (out / "about.txt").read_text()
     assert "colour: blue" in about and "bluey is a striped blue heart." in about
+
+
+def test_judge_names_the_instance_and_clusters_its_photos(tmp_path) -> None:
+    """The shipped instance judge reads accents (what no word says) on new photos."""
+    from yoc_assistant.personalize.judge import ToyJudge, drawn_right, instance_similarity
+    from yoc_assistant.toyworld.common import JUDGE_DIR
+
+    judge = ToyJudge.load(JUDGE_DIR)
+    thing = world.EXAMPLE_THING
+    mine = [world.render(s) for s in world.photos_of(thing, 6, seed=40)]
+    other = [world.render(s) for s in world.photos_of(world.same_named(thing)[0], 6, seed=41)]
+    assert [a["accent"] for a in judge.attributes(mine)].count(thing.accent) >= 5
+    assert drawn_right(judge, mine[3:], mine[:3]) >= 0.66
+    assert drawn_right(judge, other, mine[:3]) <= 0.34
+    assert instance_similarity(judge, mine[3:], mine[:3]) > instance_similarity(judge, other, mine[:3])
+
+
+def test_judge_quick_training_writes_a_loadable_judge(tmp_path) -> None:
+    from yoc_assistant.personalize.judge import ToyJudge
+    from yoc_assistant.toyworld import train_judge
+
+    train_judge.main(["--quick", "--no-vq", "--out", str(tmp_path / "judge")])
+    judge = ToyJudge.load(tmp_path / "judge")
+    emb = judge.embed([world.render(s) for s in world.random_scenes(3, seed=1)])
+    assert emb.shape == (3, 128) and torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-4)
 
 
 def test_shipped_example_concept_is_the_example_thing() -> None:

@@ -222,8 +222,14 @@ def generate_text(bb: Backbone, prompt_ids: Sequence[int], *, extra: ExtraTokens
                   top_k: int = 0, seed: int | None = None, on_token: Callable[[str], None] | None = None,
                   stop_ids: Sequence[int] = (), allow_ids: Sequence[int] = (),
                   extra_names: Mapping[int, str] | None = None,
-                  prefix: PromptPass | None = None) -> GeneratedText:
+                  prefix: PromptPass | None = None,
+                  decisive_ids: Sequence[int] = ()) -> GeneratedText:
     """Sample a text answer after the prompt (temperature 0 = greedy).
+
+    With `decisive_ids` (e.g. the first tokens of "Yes" and "No"), the first token is
+    the greedy choice, and when it is one of them the whole answer is greedy: a yes/no
+    answer is a decision, and `yoc eval` scores exactly that choice
+    (`text_decision`), so what it measures is what a user is told.
 
     Stops on EOS ("eos"), on the end-of-turn separator or any of `stop_ids` ("stop"),
     when the answer has fallen into a loop ("repeat", see `repeating`), or after
@@ -240,6 +246,7 @@ def generate_text(bb: Backbone, prompt_ids: Sequence[int], *, extra: ExtraTokens
     forbidden = text_forbidden(bb, extra, stops | {eos} | {int(t) for t in allow_ids})
     limit = forbidden.numel()
     greedy = temperature <= 0
+    decisive = {int(t) for t in decisive_ids}
     noise = None if greedy else NoiseStream(secrets.randbits(31) if seed is None else seed, limit)
     stream = TextStream(text_decoder(bb, extra_names), on_token)
     reason = "length"
@@ -250,7 +257,11 @@ def generate_text(bb: Backbone, prompt_ids: Sequence[int], *, extra: ExtraTokens
         for step in range(max_new_tokens):
             last = logits[0, -1].masked_fill(forbidden, float("-inf"))
             uniform = None if noise is None else noise.next().to(device)
-            tok = int(select(warp(last, temperature, top_k, top_p), uniform, greedy))
+            if step == 0 and decisive:
+                tok = int(last.argmax())
+                greedy = greedy or tok in decisive
+            else:
+                tok = int(select(warp(last, temperature, top_k, top_p), uniform, greedy))
             if tok == eos or tok in stops:
                 reason = "eos" if tok == eos else "stop"
                 break
@@ -263,6 +274,15 @@ def generate_text(bb: Backbone, prompt_ids: Sequence[int], *, extra: ExtraTokens
                 logits, cache = network.forward(bb, feed, extra=extra, cache=cache, use_cache=True)
     text = stream.finish()
     return GeneratedText(ids=list(stream.ids), text=text, finish_reason=reason)
+
+
+def text_decision(bb: Backbone, logits: torch.Tensor, extra: ExtraTokens | None,
+                  allow_ids: Sequence[int] = ()) -> torch.Tensor:
+    """The first token `generate_text(..., allow_ids=, decisive_ids=)` answers after
+    prompts whose next-token logits are `logits` [N, V+E] -> LongTensor [N]."""
+    stops = {int(bb.special.sep), int(bb.special.eos)}
+    forbidden = text_forbidden(bb, extra, stops | {int(t) for t in allow_ids}).to(logits.device)
+    return logits[:, : forbidden.numel()].masked_fill(forbidden, float("-inf")).argmax(-1)
 
 
 # -- images ------------------------------------------------------------------------------

@@ -1,10 +1,14 @@
 """Evaluation of a trained concept: recognition, CLIP-I, face similarity, multiple-choice QA.
 
-* Recognition: "Is <name> in this photo?" with the understanding group forced after
-  the separator (as the text modality answers); the answer is "Yes" when the logit
-  of the first token of a Yes answer beats that of a No answer. One forward pass per
-  image, no sampling: cheap and deterministic. Accuracy on positives, on negatives,
-  and weighted = the mean of the two (the paper's metric).
+* Recognition: asked exactly as `yoc ask "Is <name> in this photo?" --image PHOTO`
+  asks it: the same prompt layout as the router builds (concept prompt, question,
+  then the photo; `recognition_prompt`), the understanding group forced after the
+  separator (as the text modality answers), and the first answer token chosen the
+  way the text modality chooses it (greedily among the tokens a text answer may
+  use, `backbone.generation.text_decision`); "yes" when that token is the first
+  token of a Yes answer. One forward pass per image, no sampling: cheap and
+  deterministic, and the same decision a user is shown. Accuracy on positives, on
+  negatives, and weighted = the mean of the two (the paper's metric).
 * CLIP-I: mean cosine similarity (CLIP image embeddings) over every (generated, real)
   pair of images.
 * Face similarity: the same with insightface face embeddings; only when insightface
@@ -73,12 +77,28 @@ def _last_logits(bb: Any, prompts: Sequence[Sequence[int]], extra: Any,
 
 
 def forced_recognition_prompt(bb: Any, concepts: Any, name: str, image: Sequence[int],
-                       question: str = P.RECOGNITION_QUESTIONS[0],
-                       group: str = UNDERSTANDING) -> list[int]:
-    """The evaluation prompt, ending with the forced understanding group."""
+                              question: str = P.RECOGNITION_QUESTIONS[0],
+                              group: str = UNDERSTANDING) -> list[int]:
+    """The evaluation prompt, ending with the forced understanding group: the layout
+    of the router's request prompt (concept prompt, the question, then the photo)."""
     q = data.text_ids(bb, question, concepts.identifier_id(name))
-    prompt = data.recognition_prompt(bb, concepts.prompt_ids(name), image, q, image_first=True)
+    prompt = data.recognition_prompt(bb, concepts.prompt_ids(name), image, q, image_first=False)
     return prompt + list(concepts.group_ids(name, group))
+
+
+def said_yes(bb: Any, concept_set: Any, name: str, prompts: Sequence[Sequence[int]]) -> list[bool]:
+    """Per prompt: does the text modality's answer start with Yes? (see the module docs)"""
+    from yoc_assistant.backbone.generation import text_decision
+
+    if not prompts:
+        return []
+    yes_id = data.answer_first_token(bb, True)
+    if yes_id == data.answer_first_token(bb, False):
+        raise UserInputError("this backbone's tokenizer gives 'Yes' and 'No' the same first token")
+    logits = _last_logits(bb, prompts, concept_set.extra)
+    # The text modality lets an answer name the mentioned concept ("Yes, <bo> is ...").
+    first = text_decision(bb, logits, concept_set.extra, [concept_set.identifier_id(name)])
+    return (first == yes_id).tolist()
 
 
 def recognition_accuracy(bb: Any, concept_set: Any, name: str, positives: Sequence[Any],
@@ -89,15 +109,9 @@ def recognition_accuracy(bb: Any, concept_set: Any, name: str, positives: Sequen
     weighted score is then the other side's."""
     pos, neg = _as_tokens(bb, positives), _as_tokens(bb, negatives)
     prompts = [forced_recognition_prompt(bb, concept_set, name, im, question, group) for im in pos + neg]
-    yes_id, no_id = data.answer_first_token(bb, True), data.answer_first_token(bb, False)
-    if yes_id == no_id:
-        raise UserInputError("this backbone's tokenizer gives 'Yes' and 'No' the same first token")
-    said_yes = []
-    if prompts:
-        logits = _last_logits(bb, prompts, concept_set.extra)
-        said_yes = (logits[:, yes_id] > logits[:, no_id]).tolist()
-    acc_pos = sum(said_yes[: len(pos)]) / len(pos) if pos else None
-    acc_neg = sum(not y for y in said_yes[len(pos):]) / len(neg) if neg else None
+    yes = said_yes(bb, concept_set, name, prompts)
+    acc_pos = sum(yes[: len(pos)]) / len(pos) if pos else None
+    acc_neg = sum(not y for y in yes[len(pos):]) / len(neg) if neg else None
     present = [a for a in (acc_pos, acc_neg) if a is not None]
     return {"positive": acc_pos, "negative": acc_neg,
             "weighted": sum(present) / len(present) if present else None,

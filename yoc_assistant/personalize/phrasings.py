@@ -1,5 +1,12 @@
-"""Wordings of the training prompts and answers. `{name}` marks where the concept's
-identifier token goes (it is spliced in as an id, never spelled out as text)."""
+"""Wordings of the training prompts and answers: the phrasing bank. `{name}` marks where
+the concept's identifier token goes (it is spliced in as an id, never spelled out as
+text), `{place}` a place word.
+
+Request phrasings come in two splits: the training split (the tuples without a
+`HELD_OUT_` prefix) is what training data is made of; the `HELD_OUT_*` phrasings are
+never trained on (neither by a concept's training nor by the toy backbone's
+pretraining), so routing and recognition measured on them show whether the model
+learnt the request's intent or memorised its wording."""
 
 from __future__ import annotations
 
@@ -60,6 +67,48 @@ GENERATION_PROMPTS: tuple[str, ...] = (
     "Show me a photo of {name}.",
     "Draw {name}.",
     "Generate a picture of {name}.",
+    "Draw a picture of {name}.",
+    "Can you draw {name}?",
+    "Make an image of {name}.",
+    "Show me {name}.",
+    "Paint {name}.",
+    "Create a picture of {name}.",
+    "I would like a photo of {name}.",
+    "Please draw {name}.",
+    "Give me an image of {name}.",
+    "Generate an image of {name}.",
+)
+# The same requests with a place (a toy background, or any place a user names).
+PLACE_GENERATION_PROMPTS: tuple[str, ...] = (
+    "Draw {name} on {place}.",
+    "A photo of {name} on {place}.",
+    "Show me {name} on {place}.",
+    "Make a picture of {name} on {place}.",
+    "Paint {name} on {place}.",
+    "Generate an image of {name} on {place}.",
+)
+HELD_OUT_GENERATION_PROMPTS: tuple[str, ...] = (
+    "Could you make a picture of {name}?",
+    "Sketch {name}.",
+    "Let me see a photo of {name}.",
+    "Draw me {name}.",
+    "Can you show me a picture of {name}?",
+    "Create an image of {name} on {place}.",
+    "I want a drawing of {name}.",
+    "Please paint a picture of {name} on {place}.",
+    "Draw {name} on the {place}.",
+    "Show me a picture of {name} on {place}, please.",
+)
+# Text requests never trained on (routing must send them to a text answer).
+HELD_OUT_TEXT_REQUESTS: tuple[str, ...] = (
+    "Is {name} in this photo or not?",
+    "Can you tell me if {name} is here?",
+    "Would {name} be in this image?",
+    "What colour is {name}?",
+    "What shape does {name} have?",
+    "Tell me something about {name}.",
+    "Do you think this is {name}?",
+    "Which pattern does {name} have?",
 )
 
 # QA from "key: value" facts: questions and the answer template.
@@ -81,3 +130,50 @@ LOOK_QUESTIONS: tuple[str, ...] = (
     "Describe how {name} looks.",
 )
 CAPTION_PROMPT = "Describe this photo in one sentence."
+
+# Two concepts in one request (`{a}`, `{b}`).
+PAIR_BOTH_QUESTIONS: tuple[str, ...] = (
+    "Are {a} and {b} both here?",
+    "Are {a} and {b} both in this photo?",
+    "Can you see both {a} and {b} in this picture?",
+)
+PAIR_BOTH_YES = "Yes, {a} and {b} are both here."
+PAIR_BOTH_NO = "No, {a} and {b} are not both here."
+PAIR_WHICH_QUESTIONS: tuple[str, ...] = (
+    "Which of {a} and {b} is in this photo?",
+    "Which of {a} and {b} can you see here?",
+)
+PAIR_WHICH_ANSWERS: dict[str, str] = {
+    "a": "{a} is in this photo.",
+    "b": "{b} is in this photo.",
+    "both": "Both are in this photo.",
+    "neither": "Neither is in this photo.",
+}
+PAIR_GENERATION_PROMPTS: tuple[str, ...] = (
+    "Draw {a} and {b}.",
+    "A photo of {a} and {b}.",
+    "Draw {a} and {b} on {place}.",
+    "Show me {a} and {b} on {place}.",
+)
+
+
+def words_of(template: str) -> list[str]:
+    """The plain words of a phrasing (placeholders and punctuation dropped), lower case."""
+    import re
+
+    return re.findall(r"[a-z]+", re.sub(r"\{[a-z]+\}", " ", template.lower()))
+
+
+def all_phrasings() -> list[str]:
+    """Every template of the bank (both splits): the words a backbone should know."""
+    out: list[str] = []
+    for key, value in globals().items():
+        if not key.isupper():
+            continue
+        if isinstance(value, tuple) and value and all(isinstance(v, str) for v in value):
+            out += value
+        elif isinstance(value, dict):
+            out += [v for v in value.values() if isinstance(v, str)]
+        elif isinstance(value, str) and "{" in value:
+            out.append(value)
+    return out

@@ -22,6 +22,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
 BACKBONE_DIR = WEIGHTS_DIR / "backbone"
 CLIP_DIR = WEIGHTS_DIR / "clip"
+JUDGE_DIR = WEIGHTS_DIR / "judge"
 REPO_DIR = PACKAGE_DIR.parent.parent
 CONCEPTS_DIR = REPO_DIR / "concepts"
 

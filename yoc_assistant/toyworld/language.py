@@ -2,14 +2,25 @@
 
 Every task is a turn in Anole's format: BOS + prompt + `<reserved08706>` + answer
 + EOS, where a prompt or answer may hold a scene's image (BOI + tokens + EOI).
-`make_example(task, scene, rng)` returns the parts as text and the `IMAGE` marker;
-the training script turns them into ids through the backbone's own tokenizer.
+`make_example(task, pool, rng)` picks its scenes from a `ScenePool` and returns the
+parts as text, `Photo(i)` markers (scene i of the pool) and `Name(k)` markers; the
+training script turns them into ids through the backbone's own tokenizer.
+
+No text ever names a thing's accent (the toy world's unnamed instance attribute):
+captions and answers about a scene speak of its named attributes only, so a
+same-named thing with another accent is "yes" to "is the red star in this photo ?".
+Only a definition that holds a *photo* of the instance (`NAME is <photo> .`) tells
+instances apart; then a same-named other instance is "no", and a picture asked of
+NAME shows NAME's accent. That is the skill a personal concept's learned tokens need:
+carry what a photo shows and words do not say.
 
 The `named-*` tasks have the exact shape of personalization data (same wordings,
 from `personalize.phrasings`): a definition `NAME is ... a dotted orange star .` in
 front, questions that refer to the thing only by `NAME`, and answers that start after
 a few `Filler` tokens. NAME and the fillers become fresh extra rows (ids past the
-vocabulary, like a concept's tokens) drawn anew for every example. A big language
+vocabulary, like a concept's tokens) drawn anew for every example. `named-pair`
+defines two names and asks about both ("which of A and B is in this photo ?", "draw
+A and B on grass ."), for requests that mention two concepts. A big language
 model reads a definition in its prompt and ignores odd tokens without being taught;
 a 2 M-parameter model pretrained only on captions never learns to, and then a
 concept's learned prompt (`<sunny> is <g1..gk><u1..uh>.`) has no way to reach the
@@ -18,14 +29,29 @@ answer: the trained concept stayed at chance even on its own training photos.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from yoc_assistant.toyworld import world
 
-IMAGE = object()  # marks where the scene's image goes
-NAME = object()  # marks where the example's name token (a fresh extra row) goes
+
+@dataclass(frozen=True)
+class Photo:
+    """Scene `index` of the pool, as BOI + its image tokens + EOI."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class Name:
+    """The example's k-th name: one fresh extra row (a stand-in for a concept's identifier)."""
+
+    k: int = 0
+
+
+NAME = Name(0)
 
 
 @dataclass(frozen=True)
@@ -36,17 +62,18 @@ class Filler:
 
 
 BASE_TASKS = ("caption", "generate", "recognize", "exists", "qa")
-NAMED_TASKS = ("named-recognize", "named-generate", "named-qa")
+NAMED_TASKS = ("named-recognize", "named-generate", "named-qa", "named-pair")
 TASKS = BASE_TASKS + NAMED_TASKS
 MAX_PREFIX_FILLERS = 32  # a concept's prompt holds 16 + 16 group tokens by default
 MAX_ANSWER_FILLERS = 16  # its answers start with one group (16 tokens)
+PAIRS = 0.25  # the share of two-object scenes in captioning, drawing and recognition
 
 _TEMPLATE_WORDS = """
 a an the on in of is it this that photo picture image describe what which where colour color
 shape pattern does have has yes no not there draw show me make size big small thing object
 """.split()
 # Words other parts of yoc put in prompts (personalized prompts, recognition and QA
-# templates, a concept's facts); untrained here, but better a row than <unk>.
+# templates, a concept's facts, the phrasing bank); `tests` check the bank is covered.
 _GENERAL_WORDS = """
 i you my your we our he she they his her its their and or but with without for to at by from
 as be are was were am been can could will would should do did done who whom whose why how
@@ -58,6 +85,7 @@ favourite favorite call calls belongs belong owned own owns keep kept gift gave 
 sky beach park room table bed garden street library book skateboard hat
 anywhere appear cannot captured check contain frame generate if include looking pictured present
 recognize s shot shown somewhere things visible breed
+both neither create drawing give let paint sketch something think want
 """.split()
 # Recognition wordings, the same shapes as the personalization data's (`{x}` = 'the red star').
 _RECOGNITION = (
@@ -80,50 +108,99 @@ def vocabulary() -> list[str]:
 @dataclass
 class Example:
     task: str
-    prompt: list  # str | IMAGE
-    answer: list  # str | IMAGE
+    prompt: list  # str | Photo | Name | Filler
+    answer: list  # str | Photo | Name | Filler
 
 
-def _caption(scene: world.Scene, rng: np.random.Generator) -> Example:
-    question = ["describe this photo .", "what is in this photo ?", "what is this ?"][int(rng.integers(3))]
-    return Example("caption", [IMAGE, question], [scene.caption() + " ."])
+class ScenePool:
+    """The scenes examples are made of: single-object photos indexed by instance (so a
+    definition can show *another* photo of the same instance), and two-object photos."""
+
+    def __init__(self, scenes: list[world.Scene]) -> None:
+        self.scenes = scenes
+        self.singles = [i for i, s in enumerate(scenes) if s.other is None]
+        self.pairs = [i for i, s in enumerate(scenes) if s.other is not None]
+        self._by_thing: dict[world.Thing, list[int]] = {}
+        for i in self.singles:
+            self._by_thing.setdefault(scenes[i].thing, []).append(i)
+
+    def single(self, rng: np.random.Generator) -> int:
+        return self.singles[int(rng.integers(len(self.singles)))]
+
+    def pair(self, rng: np.random.Generator) -> int:
+        return self.pairs[int(rng.integers(len(self.pairs)))] if self.pairs else self.single(rng)
+
+    def any(self, rng: np.random.Generator, pairs: float) -> int:
+        return self.pair(rng) if pairs and rng.random() < pairs else self.single(rng)
+
+    def of(self, thing: world.Thing, rng: np.random.Generator, exclude: int = -1) -> int | None:
+        """Another single photo of this instance, or None when the pool has none."""
+        options = [i for i in self._by_thing.get(thing, ()) if i != exclude]
+        return options[int(rng.integers(len(options)))] if options else None
 
 
-def _generate(scene: world.Scene, rng: np.random.Generator) -> Example:
-    cap = scene.caption()
-    choice = int(rng.integers(3))
-    prompt = [cap + " .", "a photo of " + cap + " .", "draw " + cap + " ."][choice]
-    return Example("generate", [prompt], [IMAGE])
+def _pick(options: tuple[str, ...] | list[str], rng: np.random.Generator) -> str:
+    return options[int(rng.integers(len(options)))]
 
 
-def _asked_thing(scene: world.Scene, rng: np.random.Generator) -> tuple[world.Thing, bool]:
-    """Half the time the thing in the scene, else a lookalike (hard) or a random thing (easy)."""
+def _caption(pool: ScenePool, rng: np.random.Generator) -> Example:
+    i = pool.any(rng, PAIRS)
+    question = _pick(("describe this photo .", "what is in this photo ?", "what is this ?"), rng)
+    return Example("caption", [Photo(i), question], [pool.scenes[i].caption() + " ."])
+
+
+def _generate(pool: ScenePool, rng: np.random.Generator) -> Example:
+    i = pool.any(rng, PAIRS)
+    cap = pool.scenes[i].caption()
+    prompt = _pick((cap + " .", "a photo of " + cap + " .", "draw " + cap + " ."), rng)
+    return Example("generate", [prompt], [Photo(i)])
+
+
+def _negative(thing: world.Thing, rng: np.random.Generator, same_named: float = 0.0) -> world.Thing:
+    """A thing that is not `thing`: another accent of it (the share `same_named`), a
+    lookalike one or two named attributes away, or a random thing."""
     r = rng.random()
-    if r < 0.5:
-        return scene.thing, True
-    if r < 0.8:
-        options = world.lookalikes(scene.thing, 1 if r < 0.7 else 2)
-        return options[int(rng.integers(len(options)))], False
+    if r < same_named:
+        return _pick(world.same_named(thing), rng)  # type: ignore[arg-type]
+    r = (r - same_named) / max(1e-9, 1 - same_named)
+    if r < 0.75:
+        options = world.lookalikes(thing, 1 if r < 0.55 else 2)
+        return options[int(rng.integers(len(options)))]
     while True:
         other = world.ALL_THINGS[int(rng.integers(len(world.ALL_THINGS)))]
-        if other != scene.thing:
+        if other.kind() != thing.kind():
+            return other
+
+
+def _asked_kind(scene: world.Scene, rng: np.random.Generator) -> tuple[world.Thing, bool]:
+    """Half the time a thing in the scene, else a lookalike (hard) or a random thing (easy);
+    by named attributes only (the words cannot say the accent)."""
+    shown = scene.things()[int(rng.integers(len(scene.things())))]
+    if rng.random() < 0.5:
+        return shown, True
+    while True:
+        other = _negative(shown, rng)
+        if not scene.shows_kind(other):
             return other, False
 
 
-def _recognize(scene: world.Scene, rng: np.random.Generator) -> Example:
-    thing, present = _asked_thing(scene, rng)
+def _recognize(pool: ScenePool, rng: np.random.Generator) -> Example:
+    i = pool.any(rng, PAIRS)
+    thing, present = _asked_kind(pool.scenes[i], rng)
     x = "the " + thing.describe()
     question, yes, no = _RECOGNITION[int(rng.integers(len(_RECOGNITION)))]
     answer = (yes if present else no).replace("{x}", x)
-    prompt = [IMAGE, question.replace("{x}", x)]
+    prompt = [Photo(i), question.replace("{x}", x)]
     if rng.random() < 0.3:  # personalization puts the image before or after the question
         prompt.reverse()
     return Example("recognize", prompt, [answer])
 
 
-def _exists(scene: world.Scene, rng: np.random.Generator) -> Example:
+def _exists(pool: ScenePool, rng: np.random.Generator) -> Example:
     """'is there a red star ?' about one or two attributes."""
-    thing, _ = _asked_thing(scene, rng)
+    i = pool.single(rng)
+    scene = pool.scenes[i]
+    thing, _ = _asked_kind(scene, rng)
     keep = [a for a in world.ATTRIBUTES if rng.random() < 0.6] or ["shape"]
     words = []
     if "pattern" in keep:
@@ -132,10 +209,12 @@ def _exists(scene: world.Scene, rng: np.random.Generator) -> Example:
         words.append(thing.colour)
     words.append(thing.shape if "shape" in keep else "thing")
     present = all(getattr(thing, a) == getattr(scene.thing, a) for a in keep)
-    return Example("exists", [IMAGE, f"is there a {' '.join(words)} ?"], ["yes ." if present else "no ."])
+    return Example("exists", [Photo(i), f"is there a {' '.join(words)} ?"], ["yes ." if present else "no ."])
 
 
-def _qa(scene: world.Scene, rng: np.random.Generator) -> Example:
+def _qa(pool: ScenePool, rng: np.random.Generator) -> Example:
+    i = pool.single(rng)
+    scene = pool.scenes[i]
     t = scene.thing
     pairs = [
         (f"what colour is the {t.shape} ?", f"{t.colour} ."),
@@ -147,70 +226,148 @@ def _qa(scene: world.Scene, rng: np.random.Generator) -> Example:
         ("what does it look like ?", f"it is a {t.describe()} ."),
     ]
     q, a = pairs[int(rng.integers(len(pairs)))]
-    return Example("qa", [IMAGE, q], [a])
+    return Example("qa", [Photo(i), q], [a])
 
 
 # -- named tasks: personalization's shape, with a definition instead of learned tokens ----------
 
-def _named(template: str) -> list:
-    """'Is {name} in this photo?' -> ['Is', NAME, 'in this photo?'] (empty pieces dropped)."""
+def _named(template: str, names: dict[str, Name] | None = None, **words: str) -> list:
+    """'Is {name} in this photo?' -> ['Is', Name(0), 'in this photo?'] (empty pieces
+    dropped); `names` maps other placeholders ('a', 'b') to names, `words` fills
+    placeholders with text ('place')."""
+    names = {"name": NAME, **(names or {})}
+    for key, value in words.items():
+        template = template.replace("{" + key + "}", value)
     out: list = []
-    for k, piece in enumerate(template.split("{name}")):
-        if k:
-            out.append(NAME)
-        if piece.strip():
+    pieces = re.split(r"\{(" + "|".join(names) + r")\}", template)
+    for k, piece in enumerate(pieces):
+        if k % 2:
+            out.append(names[piece])
+        elif piece.strip():
             out.append(piece.strip())
     return out
 
 
-def _definition(thing: world.Thing, rng: np.random.Generator) -> list:
-    """NAME is <fillers> a dotted orange star <fillers> ."""
+def _definition(thing: world.Thing, pool: ScenePool, rng: np.random.Generator, name: Name = NAME,
+                photo: float = 0.5, exclude: int = -1) -> tuple[list, bool]:
+    """NAME is <fillers> a dotted orange star <fillers> . -- or, with probability
+    `photo`, a photo of the instance in place of (or after) the words. Returns the
+    parts and whether the definition shows the instance (then the accent counts)."""
     a, b = (int(v) for v in rng.multinomial(int(rng.integers(MAX_PREFIX_FILLERS + 1)), [0.5, 0.5]))
-    return [NAME, "is", Filler(a), f"a {thing.describe()}", Filler(b), "."]
+    ref = pool.of(thing, rng, exclude) if rng.random() < photo else None
+    if ref is None:
+        return [name, "is", Filler(a), f"a {thing.describe()}", Filler(b), "."], False
+    words = [f"a {thing.describe()}"] if rng.random() < 0.4 else []
+    return [name, "is", Filler(a), *words, Photo(ref), Filler(b), "."], True
 
 
 def _answer(parts: list, rng: np.random.Generator) -> list:
     return [Filler(int(rng.integers(MAX_ANSWER_FILLERS + 1))), *parts]
 
 
-def _pick(options: tuple[str, ...], rng: np.random.Generator) -> str:
-    return options[int(rng.integers(len(options)))]
+def _asked_instance(scene: world.Scene, rng: np.random.Generator, by_photo: bool) -> tuple[world.Thing, bool]:
+    """The defined thing for a question about `scene`: one it shows (half the time), else
+    a thing it does not show: with a photo definition, half of those are another accent
+    of a shown thing (only the accent says no); by words, a different named thing."""
+    shown = scene.things()[int(rng.integers(len(scene.things())))]
+    if rng.random() < 0.5:
+        return shown, True
+    while True:
+        other = _negative(shown, rng, same_named=0.5 if by_photo else 0.0)
+        if not (scene.shows(other) if by_photo else scene.shows_kind(other)):
+            return other, False
 
 
-def _named_recognize(scene: world.Scene, rng: np.random.Generator) -> Example:
+def _named_recognize(pool: ScenePool, rng: np.random.Generator) -> Example:
     from yoc_assistant.personalize import phrasings as P
 
-    thing, present = _asked_thing(scene, rng)
+    i = pool.any(rng, 0.2)
+    by_photo = rng.random() < 0.6
+    thing, present = _asked_instance(pool.scenes[i], rng, by_photo)
+    definition, by_photo = _definition(thing, pool, rng, photo=1.0 if by_photo else 0.0, exclude=i)
+    if not by_photo and not present and pool.scenes[i].shows_kind(thing):
+        present = True  # no photo of that instance in the pool: words cannot tell accents apart
     question = _named(_pick(P.RECOGNITION_QUESTIONS, rng))
-    body = [IMAGE, *question] if rng.random() < 0.5 else [*question, IMAGE]
+    body = [Photo(i), *question] if rng.random() < 0.5 else [*question, Photo(i)]
     answer = _named(_pick(P.YES_ANSWERS if present else P.NO_ANSWERS, rng))
-    return Example("named-recognize", _definition(thing, rng) + body, _answer(answer, rng))
+    return Example("named-recognize", definition + body, _answer(answer, rng))
 
 
-def _named_generate(scene: world.Scene, rng: np.random.Generator) -> Example:
+def _generation_request(rng: np.random.Generator, place: str, names: dict[str, Name] | None = None,
+                        pair: bool = False) -> list:
     from yoc_assistant.personalize import phrasings as P
 
-    prompt = _definition(scene.thing, rng) + _named(_pick(P.GENERATION_PROMPTS, rng))
-    return Example("named-generate", prompt, _answer([IMAGE], rng))
+    if pair:
+        return _named(_pick(P.PAIR_GENERATION_PROMPTS, rng), names, place=place)
+    bank = P.PLACE_GENERATION_PROMPTS if rng.random() < 0.5 else P.GENERATION_PROMPTS
+    return _named(_pick(bank, rng), names, place=place)
 
 
-def _named_qa(scene: world.Scene, rng: np.random.Generator) -> Example:
+def _named_generate(pool: ScenePool, rng: np.random.Generator) -> Example:
+    i = pool.single(rng)
+    scene = pool.scenes[i]
+    definition, _ = _definition(scene.thing, pool, rng, photo=0.6, exclude=i)
+    prompt = definition + _generation_request(rng, scene.background)
+    return Example("named-generate", prompt, _answer([Photo(i)], rng))
+
+
+def _named_qa(pool: ScenePool, rng: np.random.Generator) -> Example:
     from yoc_assistant.personalize import phrasings as P
 
-    t = scene.thing
+    t = pool.scenes[pool.single(rng)].thing
+    definition, _ = _definition(t, pool, rng, photo=0.4)
     key = world.ATTRIBUTES[int(rng.integers(len(world.ATTRIBUTES)))]
     if rng.random() < 0.25:
         question, answer = _pick(P.ABOUT_QUESTIONS, rng), f"{{name}} is a {t.describe()}."
     else:
         question = _pick(P.FACT_QUESTIONS, rng).replace("{key}", key)
         answer = P.FACT_ANSWER.replace("{key}", key).replace("{value}", getattr(t, key))
-    return Example("named-qa", _definition(t, rng) + _named(question), _answer(_named(answer), rng))
+    return Example("named-qa", definition + _named(question), _answer(_named(answer), rng))
+
+
+def _named_pair(pool: ScenePool, rng: np.random.Generator) -> Example:
+    """Two names defined; a question about one or both of them, or a picture of both."""
+    from yoc_assistant.personalize import phrasings as P
+
+    names = {"a": Name(0), "b": Name(1)}
+    if rng.random() < 0.25:  # a picture of both: the pair scene's two things
+        i = pool.pair(rng)
+        scene = pool.scenes[i]
+        da, _ = _definition(scene.thing, pool, rng, Name(0), photo=0.6)
+        db, _ = _definition(scene.other or scene.thing, pool, rng, Name(1), photo=0.6)
+        prompt = [*da, *db, *_generation_request(rng, scene.background, names, pair=True)]
+        return Example("named-pair", prompt, _answer([Photo(i)], rng))
+    i = pool.any(rng, 0.5)
+    scene = pool.scenes[i]
+    by_photo = rng.random() < 0.6
+    (a, a_in), (b, b_in) = _asked_instance(scene, rng, by_photo), _asked_instance(scene, rng, by_photo)
+    while b.kind() == a.kind():
+        b, b_in = _asked_instance(scene, rng, by_photo)
+    da, pa = _definition(a, pool, rng, Name(0), photo=1.0 if by_photo else 0.0, exclude=i)
+    db, pb = _definition(b, pool, rng, Name(1), photo=1.0 if by_photo else 0.0, exclude=i)
+    a_in = a_in or (not pa and scene.shows_kind(a))
+    b_in = b_in or (not pb and scene.shows_kind(b))
+    r = rng.random()
+    if r < 0.35:  # "is A in this photo ?" with B's definition there too
+        first = rng.random() < 0.5
+        name, present = (Name(0), a_in) if first else (Name(1), b_in)
+        question = _named(_pick(P.RECOGNITION_QUESTIONS, rng), {"name": name})
+        answer = _named(_pick(P.YES_ANSWERS if present else P.NO_ANSWERS, rng), {"name": name})
+    elif r < 0.65:
+        question = _named(_pick(P.PAIR_BOTH_QUESTIONS, rng), names)
+        answer = _named(P.PAIR_BOTH_YES if a_in and b_in else P.PAIR_BOTH_NO, names)
+    else:
+        key = "both" if a_in and b_in else "a" if a_in else "b" if b_in else "neither"
+        question = _named(_pick(P.PAIR_WHICH_QUESTIONS, rng), names)
+        answer = _named(P.PAIR_WHICH_ANSWERS[key], names)
+    body = [Photo(i), *question] if rng.random() < 0.5 else [*question, Photo(i)]
+    return Example("named-pair", [*da, *db, *body], _answer(answer, rng))
 
 
 _MAKERS = {"caption": _caption, "generate": _generate, "recognize": _recognize, "exists": _exists,
            "qa": _qa, "named-recognize": _named_recognize, "named-generate": _named_generate,
-           "named-qa": _named_qa}
+           "named-qa": _named_qa, "named-pair": _named_pair}
 
 
-def make_example(task: str, scene: world.Scene, rng: np.random.Generator) -> Example:
-    return _MAKERS[task](scene, rng)
+def make_example(task: str, pool: ScenePool, rng: np.random.Generator) -> Example:
+    return _MAKERS[task](pool, rng)

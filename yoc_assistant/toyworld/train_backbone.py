@@ -74,6 +74,37 @@ def build_skeleton(folder: Path, vq_dir: Path, model: dict[str, int], seed: int)
     return folder
 
 
+def init_from(skeleton: Path, source: Path) -> None:
+    """Start the skeleton's text model from a trained toy backbone (`source`): every
+    tensor but the VQ-VAE's is copied; embedding and head rows follow their token's
+    *name*, so words added to the vocabulary (which shifts every id after them) get a
+    fresh row at the mean of the old text rows and all others keep what they learnt."""
+    from safetensors.torch import save_file
+
+    def names(folder: Path) -> dict[str, int]:
+        return json.loads((folder / "config.json").read_text())["vocabulary_map"]
+
+    new, old = load_tensors(skeleton / "model.safetensors"), load_tensors(source / "model.safetensors")
+    new_vocab, old_vocab = names(skeleton), names(source)
+    row_tensors = ("model.embed_tokens.weight", "lm_head.weight")
+    for key, value in old.items():
+        if key.startswith("model.vqmodel.") or key not in new:
+            continue
+        if key in row_tensors:
+            text_rows = [i for n, i in old_vocab.items() if not n.startswith("IMGIMG") and not n.startswith("<")]
+            rows = value[text_rows].mean(0).expand_as(new[key]).clone()
+            for name, i in new_vocab.items():
+                if name in old_vocab:
+                    rows[i] = value[old_vocab[name]]
+            new[key] = rows
+        elif new[key].shape == value.shape:
+            new[key] = value
+        else:
+            raise RuntimeError(f"{source}: tensor {key} has shape {tuple(value.shape)}, "
+                               f"the skeleton {tuple(new[key].shape)}")
+    save_file(new, str(skeleton / "model.safetensors"), metadata={"format": "pt"})
+
+
 def export(bb: Any, skeleton: Path, dest: Path, meta: dict[str, Any]) -> None:
     """Write `bb` as an ordinary HF directory at `dest`, replacing it atomically (dir swap)."""
     from yoc_assistant.backbone.vqgan import DECODER_PREFIX
@@ -109,12 +140,13 @@ def encode_scenes(bb: Any, scenes: list[world.Scene], chunk: int = 256) -> torch
 class Batcher:
     """Builds padded batches of examples with target masks; equal examples per task.
 
-    Named tasks' NAME and fillers take fresh extra rows (ids from `vocab_size` on),
+    Named tasks' names and fillers take fresh extra rows (ids from `vocab_size` on),
     drawn per batch the way `ConceptVectors.initialize` draws a new concept's rows,
     with more spread; they are never targets."""
 
     def __init__(self, bb: Any, scenes: list[world.Scene], image_ids: torch.Tensor) -> None:
         self.bb, self.scenes, self.image_ids = bb, scenes, image_ids
+        self.pool = language.ScenePool(scenes)
         self.sp = bb.special
         self._cache: dict[str, list[int]] = {}
         self._extra = 0  # extra rows handed out in the batch being built
@@ -129,24 +161,26 @@ class Batcher:
         self._extra += n
         return list(range(first, first + n))
 
-    def _parts(self, parts: list, index: int, name: list[int]) -> list[int]:
+    def _parts(self, parts: list, names: dict[int, int]) -> list[int]:
         out: list[int] = []
         for part in parts:
-            if part is language.IMAGE:
-                out += [self.sp.boi, *self.image_ids[index].tolist(), self.sp.eoi]
-            elif part is language.NAME:
-                out += name
+            if isinstance(part, language.Photo):
+                out += [self.sp.boi, *self.image_ids[part.index].tolist(), self.sp.eoi]
+            elif isinstance(part, language.Name):
+                if part.k not in names:
+                    names[part.k] = self._fresh(1)[0]
+                out.append(names[part.k])
             elif isinstance(part, language.Filler):
                 out += self._fresh(part.n)
             else:
                 out += self._text(part)
         return out
 
-    def example_ids(self, ex: language.Example, index: int) -> tuple[list[int], int]:
+    def example_ids(self, ex: language.Example) -> tuple[list[int], int]:
         """(ids, answer start): BOS + prompt + SEP + answer + EOS."""
-        name = self._fresh(1) if any(p is language.NAME for p in [*ex.prompt, *ex.answer]) else []
-        prompt = [self.sp.bos, *self._parts(ex.prompt, index, name), self.sp.sep]
-        return prompt + self._parts(ex.answer, index, name) + [self.sp.eos], len(prompt)
+        names: dict[int, int] = {}
+        prompt = [self.sp.bos, *self._parts(ex.prompt, names), self.sp.sep]
+        return prompt + self._parts(ex.answer, names) + [self.sp.eos], len(prompt)
 
     def extra_rows(self, n: int, rng: np.random.Generator) -> Any:
         """`n` new-concept-like rows: inputs at the text embedding's mean plus noise of a
@@ -167,8 +201,7 @@ class Batcher:
         self._extra = 0
         for t, task in enumerate(tasks):
             for _ in range(per_task):
-                i = int(rng.integers(len(self.scenes)))
-                ids, start = self.example_ids(language.make_example(task, self.scenes[i], rng), i)
+                ids, start = self.example_ids(language.make_example(task, self.pool, rng))
                 rows.append(ids)
                 starts.append(start)
                 task_ix.append(t)
@@ -179,7 +212,8 @@ class Batcher:
         return batch
 
 
-DECISION_TASKS = ("recognize", "exists", "named-recognize")  # their first answer word (yes/no) decides
+# Their first answer word decides (yes / no, or which of two names).
+DECISION_TASKS = ("recognize", "exists", "named-recognize", "named-pair")
 
 
 def collate(rows: list[list[int]], starts: list[int], task_ix: list[int], pad: int, vocab_size: int,
@@ -239,6 +273,7 @@ def evaluate(bb: Any, batcher: Batcher, n_per_task: int, seed: int, bf16: bool =
     which is exactly what greedy decoding would produce. Yes/no: the first answer token."""
     rng = np.random.default_rng([seed, 5])
     stats: dict[str, list[float]] = {}
+    is_image = bb.image_vocab.mask(int(bb.vocab_size))
     for _ in range(max(1, n_per_task // 20)):
         batch = batcher.batch(rng, min(20, n_per_task), tasks)
         ce, mask, logits = token_losses(bb, batch, bf16)
@@ -248,8 +283,8 @@ def evaluate(bb: Any, batcher: Batcher, n_per_task: int, seed: int, bf16: bool =
         for b in range(len(pred)):
             task = tasks[int(batch["task"][b])]
             stats.setdefault(f"{task}_loss", []).append(float(ce[b].sum() / mask[b].sum()))
-            if task.endswith("generate"):
-                continue
+            if bool(is_image[batch["ids"][b, 1:][mask[b]]].any()):
+                continue  # pictures are scored by drawing them (measure.py), not by argmax
             stats.setdefault(f"{task}_exact", []).append(float(right[b].all()))
             if task in DECISION_TASKS:
                 stats.setdefault(f"{task}_yesno", []).append(float(right[b, first[b]]))
@@ -315,10 +350,13 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Any, Path, list[world
     skeleton = work / "skeleton"
     shutil.rmtree(skeleton, ignore_errors=True)
     build_skeleton(skeleton, args.vq, QUICK_MODEL if args.quick else MODEL, args.seed)
+    if args.init_from is not None and not args.resume:
+        init_from(skeleton, args.init_from)
+        print(f"[backbone] text model from {args.init_from}", flush=True)
     bb = Backbone.load(str(skeleton), precision="fp32", device="cpu")
-    tokens_file = work / f"tokens-{args.scenes}-{args.seed}.safetensors"
+    tokens_file = work / f"tokens-{args.scenes}-{args.seed}-v2.safetensors"
     vq_stamp = str((args.vq / "vq.safetensors").stat().st_mtime_ns)
-    scenes = world.random_scenes(args.scenes, args.seed)
+    scenes = world.random_scenes(args.scenes, args.seed, pairs=language.PAIRS)
     if tokens_file.exists() and (work / "tokens.stamp").exists() and \
             (work / "tokens.stamp").read_text() == vq_stamp + tokens_file.name:
         image_ids = load_tensors(tokens_file)["ids"]
@@ -362,7 +400,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     start = load_state(state_file, params, opt) if args.resume and state_file.exists() else 0
     batcher = Batcher(bb, scenes, image_ids)
     tasks = tuple(args.tasks)
-    eval_scenes = world.random_scenes(200, args.seed + 1)
+    eval_scenes = world.random_scenes(3000, args.seed + 1, pairs=language.PAIRS)
     eval_batcher = Batcher(bb, eval_scenes, encode_scenes(bb, eval_scenes))
     rng = np.random.default_rng([args.seed, start])
     prog = Progress(args.steps, "backbone", every=10, start=start)
@@ -421,6 +459,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=None, help="default: $YOC_TOY_WORK/backbone")
     ap.add_argument("--out", type=Path, default=BACKBONE_DIR)
     ap.add_argument("--resume", action="store_true", help="continue from the work dir's state")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="start the text model from this trained toy backbone directory (see init_from)")
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     ap.add_argument("--tasks", nargs="+", choices=language.TASKS, default=list(language.TASKS),
                     help="train on these tasks only")

@@ -140,8 +140,23 @@ def train_step(model: ToyVQ, x: torch.Tensor, beta: float = 0.25, decay: float =
     return loss, flat.detach(), idx
 
 
+PAIRS = 0.2  # the share of two-object scenes, as in pretraining
+
+
 def render_pool(n: int, seed: int) -> np.ndarray:
-    return world.render_array(world.random_scenes(n, seed, pool=world.ALL_THINGS))
+    return world.render_array(world.random_scenes(n, seed, pool=world.ALL_THINGS, pairs=PAIRS))
+
+
+def load_from_backbone(model: ToyVQ, folder: Path) -> None:
+    """Start from the VQ-VAE inside a toy backbone checkpoint (`model.vqmodel.*`), so a
+    fine-tuned codebook keeps most codes' meaning and the backbone can continue."""
+    tensors = load_tensors(folder / "model.safetensors")
+    vq = {k[len("model.vqmodel."):]: v for k, v in tensors.items() if k.startswith("model.vqmodel.")}
+    model.vq.load_state_dict({k: v for k, v in vq.items() if not k.startswith("decoder.")})
+    model.decoder.load_state_dict({k[8:]: v for k, v in vq.items() if k.startswith("decoder.")})
+    with torch.no_grad():
+        model.ema_sum.copy_(model.codebook)
+        model.ema_count.fill_(1.0)
 
 
 @torch.no_grad()
@@ -177,7 +192,7 @@ def load_vq(folder: Path) -> ToyVQ:
 
 
 def train(steps: int, batch: int, pool_size: int, seed: int, out: Path, lr: float = 2e-3,
-          save_every: int = 250, bf16: bool = True) -> dict[str, float]:
+          save_every: int = 250, bf16: bool = True, init_from: Path | None = None) -> dict[str, float]:
     set_threads()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -186,6 +201,9 @@ def train(steps: int, batch: int, pool_size: int, seed: int, out: Path, lr: floa
     held = render_pool(256, seed + 1)
     print(f"[vq] rendered {pool_size} scenes in {time.time() - t0:.0f}s", flush=True)
     model = ToyVQ().train()
+    if init_from is not None:
+        load_from_backbone(model, init_from)
+        print(f"[vq] from {init_from}: {evaluate(model, held)}", flush=True)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
     prog = Progress(steps, "vq")
@@ -193,7 +211,7 @@ def train(steps: int, batch: int, pool_size: int, seed: int, out: Path, lr: floa
     for step in range(steps):
         pick = torch.randint(0, pool_size, (batch,), generator=gen).numpy()
         x = to_pixels(pool[pick])
-        if step == 0:  # start the codebook on real latents
+        if step == 0 and init_from is None:  # start the codebook on real latents
             with torch.no_grad():
                 z = model.latents(x)
                 flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
@@ -226,13 +244,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None, help="default: $YOC_TOY_WORK/vq")
     ap.add_argument("--bf16", action="store_true",
                     help="bf16 autocast (slower than fp32 for these small convs on CPU)")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="fine-tune the VQ-VAE of this toy backbone directory instead of starting fresh")
     ap.add_argument("--quick", action="store_true", help="a few steps (CI)")
     args = ap.parse_args(argv)
     if args.quick:
         args.steps, args.batch, args.pool = 20, 16, 256
     out = args.out or work_dir() / "vq"
     metrics = train(args.steps, args.batch, args.pool, args.seed, out, lr=args.lr,
-                    save_every=max(1, min(100, args.steps)), bf16=args.bf16)
+                    save_every=max(1, min(100, args.steps)), bf16=args.bf16, init_from=args.init_from)
     print(f"[vq] done: {metrics} -> {out}", flush=True)
 
 

@@ -1,13 +1,21 @@
-"""The toy world: small seeded RGB scenes of one object on a textured background.
+"""The toy world: small seeded RGB scenes of one or two objects on a textured background.
 
-A `Thing` is an object instance (shape, colour, pattern); a `Scene` is one photo
-of a thing (its size, position, background and texture seed). Everything is a
-pure function of its arguments, so a seed always gives the same pictures.
+A `Thing` is an object instance: its named attributes (shape, colour, pattern) and an
+unnamed one, its `accent`: the colour of its stripes or dots, or of the mark on a plain
+thing. No text anywhere names the accent (captions, QA and every pretraining sentence
+speak of shape, colour, pattern, size and background only), yet every picture shows
+it, so an accent is what a personal concept has and words cannot say: *my* dotted
+orange star has cyan dots, another one has ink-black dots. A `Scene` is one photo of a
+thing (its size, position, background and texture seed), or of two things side by
+side. Everything is a pure function of its arguments, so a seed always gives the same
+pictures.
 
-Personal concepts are things whose combination is held out of pretraining
-(`HELD_OUT`); `lookalikes(thing, 1|2)` are things one or two attributes away
-(hard negatives / soft positives); random scenes are easy negatives and the
-retrieval pool. `photos_of(thing, n, seed)` takes new photos of the same thing.
+Named things whose combination is held out of pretraining (`HELD_OUT`, any accent) are
+candidates for personal concepts; a personal concept is one instance. Its hardest
+negatives are `same_named(thing)` (the same named thing with another accent), then
+`lookalikes(thing, 1|2)` (one or two named attributes away, same accent), then random
+scenes (easy negatives, the retrieval pool). `photos_of(thing, n, seed)` takes new
+photos of the same instance.
 """
 
 from __future__ import annotations
@@ -38,7 +46,16 @@ SHAPES = ("circle", "square", "triangle", "star", "heart", "cross")
 PATTERNS = ("plain", "striped", "dotted")
 BACKGROUNDS = ("grass", "sand", "snow", "water", "stone", "wood")
 SIZES = {"small": 14, "big": 21}  # object diameter in pixels (before jitter)
-ATTRIBUTES = ("shape", "colour", "pattern")
+ATTRIBUTES = ("shape", "colour", "pattern")  # the named attributes
+# The unnamed instance attribute. Chosen far (>= 109 in RGB) from every body colour and
+# from each other, so the detail survives the 32x32 VQ round trip on any object. The
+# names are for code and docs only: none of them is a word of the toy vocabulary.
+ACCENTS: dict[str, tuple[int, int, int]] = {
+    "ink": (20, 20, 20),
+    "cyan": (0, 225, 235),
+    "magenta": (230, 20, 230),
+    "mint": (150, 255, 200),
+}
 
 
 @dataclass(frozen=True, order=True)
@@ -48,9 +65,11 @@ class Thing:
     shape: str
     colour: str
     pattern: str
+    accent: str = "ink"  # the first accent; every scene of a thing shows its accent
 
     def __post_init__(self) -> None:
-        for attr, allowed in (("shape", SHAPES), ("colour", COLOURS), ("pattern", PATTERNS)):
+        for attr, allowed in (("shape", SHAPES), ("colour", COLOURS), ("pattern", PATTERNS),
+                              ("accent", ACCENTS)):
             value = getattr(self, attr)
             if value not in allowed:
                 raise UserInputError(f"unknown {attr} {value!r}; choose one of {', '.join(allowed)}")
@@ -61,40 +80,59 @@ class Thing:
         return " ".join([*words, self.colour, self.shape])
 
     def distance(self, other: Thing) -> int:
+        """How many *named* attributes differ (the accent is not one)."""
         return sum(getattr(self, a) != getattr(other, a) for a in ATTRIBUTES)
 
+    def kind(self) -> Thing:
+        """The named thing, whatever the accent (its representative has the first accent)."""
+        return replace(self, accent=next(iter(ACCENTS)))
+
+    def label(self) -> str:
+        """'dotted orange star, cyan accent' (code and docs; never shown to the backbone)."""
+        return f"{self.describe()}, {self.accent} accent"
+
     @classmethod
-    def parse(cls, text: str) -> Thing:
-        """'orange dotted star' / 'orange star' (any order) -> Thing."""
-        words = text.lower().replace("-", " ").split()
+    def parse(cls, text: str, accent: str | None = None) -> Thing:
+        """'orange dotted star' / 'orange star' (any order), optionally with an accent
+        name among the words ('dotted orange star cyan') or as `accent` -> Thing."""
+        words = text.lower().replace("-", " ").replace(",", " ").split()
         found = {
             "shape": [w for w in words if w in SHAPES],
             "colour": [w for w in words if w in COLOURS],
             "pattern": [w for w in words if w in PATTERNS],
+            "accent": [w for w in words if w in ACCENTS] + ([accent] if accent else []),
         }
-        if len(found["shape"]) != 1 or len(found["colour"]) != 1 or len(found["pattern"]) > 1:
+        if len(found["shape"]) != 1 or len(found["colour"]) != 1 or len(found["pattern"]) > 1 \
+                or len(found["accent"]) > 1:
             raise UserInputError(
-                f"cannot read a thing from {text!r}: say one colour, one shape and at most one "
-                f"pattern, e.g. 'orange dotted star'"
+                f"cannot read a thing from {text!r}: say one colour, one shape, at most one "
+                f"pattern and at most one accent ({', '.join(ACCENTS)}), e.g. 'orange dotted star'"
             )
-        return cls(found["shape"][0], found["colour"][0], (found["pattern"] or ["plain"])[0])
+        return cls(found["shape"][0], found["colour"][0], (found["pattern"] or ["plain"])[0],
+                   (found["accent"] or [next(iter(ACCENTS))])[0])
 
 
-ALL_THINGS: tuple[Thing, ...] = tuple(Thing(s, c, p) for s, c, p in product(SHAPES, COLOURS, PATTERNS))
-# Combinations never shown in pretraining: candidates for personal concepts.
-EXAMPLE_THING = Thing("star", "orange", "dotted")
-HELD_OUT: frozenset[Thing] = frozenset({
-    EXAMPLE_THING,
+# Every instance (named thing x accent), and the named things (one representative each).
+ALL_THINGS: tuple[Thing, ...] = tuple(
+    Thing(s, c, p, a) for s, c, p, a in product(SHAPES, COLOURS, PATTERNS, ACCENTS))
+KINDS: tuple[Thing, ...] = tuple(Thing(s, c, p) for s, c, p in product(SHAPES, COLOURS, PATTERNS))
+# Named things never shown in pretraining (in any accent): candidates for personal concepts.
+# The example concept is one instance of one of them: *this* dotted orange star, with cyan dots.
+EXAMPLE_THING = Thing("star", "orange", "dotted", "cyan")
+HELD_OUT_KINDS: frozenset[Thing] = frozenset({
+    EXAMPLE_THING.kind(),
     Thing("heart", "blue", "striped"),
     Thing("triangle", "pink", "plain"),
     Thing("cross", "yellow", "dotted"),
 })
+HELD_OUT: frozenset[Thing] = frozenset(t for t in ALL_THINGS if t.kind() in HELD_OUT_KINDS)
 PRETRAIN_THINGS: tuple[Thing, ...] = tuple(t for t in ALL_THINGS if t not in HELD_OUT)
 
 
 @dataclass(frozen=True)
 class Scene:
-    """One photo of a thing. `seed` drives the texture and the size jitter."""
+    """One photo of a thing, or of two (`other` at `ox`, `oy`; both small). `seed` drives
+    the texture and the size jitter."""
 
     thing: Thing
     size: str
@@ -102,17 +140,39 @@ class Scene:
     x: int  # centre, pixels
     y: int
     seed: int
+    other: Thing | None = None
+    ox: int = 0
+    oy: int = 0
 
     def caption(self) -> str:
-        """'a small dotted orange star on grass'."""
+        """'a small dotted orange star on grass' / 'a red star and a blue heart on sand'."""
+        if self.other is not None:
+            return f"a {self.thing.describe()} and a {self.other.describe()} on {self.background}"
         return f"a {self.size} {self.thing.describe()} on {self.background}"
+
+    def things(self) -> tuple[Thing, ...]:
+        return (self.thing,) if self.other is None else (self.thing, self.other)
+
+    def shows(self, thing: Thing) -> bool:
+        """Is this instance (accent included) in the photo?"""
+        return thing in self.things()
+
+    def shows_kind(self, thing: Thing) -> bool:
+        """Is a thing with these named attributes (any accent) in the photo?"""
+        return any(t.kind() == thing.kind() for t in self.things())
 
     def diameter(self) -> int:
         return SIZES[self.size] + int(np.random.default_rng(self.seed).integers(-1, 2))
 
 
+def same_named(thing: Thing) -> list[Thing]:
+    """The same named thing in every other accent: the hardest negatives of an instance."""
+    return [replace(thing, accent=a) for a in ACCENTS if a != thing.accent]
+
+
 def lookalikes(thing: Thing, distance: int = 1) -> list[Thing]:
-    """All things exactly `distance` (1 or 2) attributes away from `thing`, sorted."""
+    """All things exactly `distance` (1 or 2) named attributes away from `thing` (same
+    accent), sorted."""
     if distance not in (1, 2):
         raise UserInputError(f"lookalike distance must be 1 or 2, got {distance}")
     choices = {"shape": SHAPES, "colour": tuple(COLOURS), "pattern": PATTERNS}
@@ -139,15 +199,34 @@ def random_scene(rng: np.random.Generator, thing: Thing | None = None,
     return Scene(thing, size, background, x, y, int(rng.integers(2**31 - 1)))
 
 
+def random_pair_scene(rng: np.random.Generator, thing: Thing | None = None,
+                      other: Thing | None = None, pool: tuple[Thing, ...] = PRETRAIN_THINGS) -> Scene:
+    """A photo of two small things side by side (of other named kinds), in random order."""
+    thing = thing if thing is not None else random_thing(rng, pool)
+    while other is None or other.kind() == thing.kind():
+        other = random_thing(rng, pool)
+    if rng.random() < 0.5:
+        thing, other = other, thing
+    x, ox = int(rng.integers(8, 12)), int(rng.integers(20, 24))
+    y, oy = (int(v) for v in rng.integers(9, 24, size=2))
+    background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    return Scene(thing, "small", background, x, y, int(rng.integers(2**31 - 1)), other, ox, oy)
+
+
 def photos_of(thing: Thing, n: int, seed: int) -> list[Scene]:
     """`n` new photos of the same thing (random size, position, background)."""
     rng = np.random.default_rng([seed, 7919])
     return [random_scene(rng, thing) for _ in range(n)]
 
 
-def random_scenes(n: int, seed: int, pool: tuple[Thing, ...] = PRETRAIN_THINGS) -> list[Scene]:
+def random_scenes(n: int, seed: int, pool: tuple[Thing, ...] = PRETRAIN_THINGS,
+                  pairs: float = 0.0) -> list[Scene]:
+    """`n` random photos; a fraction `pairs` of them show two things."""
     rng = np.random.default_rng([seed, 104729])
-    return [random_scene(rng, None, pool) for _ in range(n)]
+    if not pairs:
+        return [random_scene(rng, None, pool) for _ in range(n)]
+    return [random_pair_scene(rng, pool=pool) if rng.random() < pairs else random_scene(rng, None, pool)
+            for _ in range(n)]
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -209,13 +288,32 @@ def _shape_points(shape: str) -> list[tuple[float, float]] | None:
     raise UserInputError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
 
 
-def _masks(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _Placed:
+    """One object of a scene where it is drawn."""
+
+    thing: Thing
+    diameter: int
+    x: int
+    y: int
+
+
+def _placed(scene: Scene) -> list[_Placed]:
+    d = scene.diameter()
+    out = [_Placed(scene.thing, d, scene.x, scene.y)]
+    if scene.other is not None:
+        out.append(_Placed(scene.other, SIZES["small"] + int(np.random.default_rng([scene.seed, 2]).integers(-1, 2)),
+                           scene.ox, scene.oy))
+    return out
+
+
+def _masks(obj: _Placed) -> tuple[np.ndarray, np.ndarray]:
     """Fill and outline masks at SIZE*_SS, each float 0..1."""
     side = SIZE * _SS
-    r = scene.diameter() * _SS / 2
-    cx, cy = (scene.x + 0.5) * _SS, (scene.y + 0.5) * _SS
+    r = obj.diameter * _SS / 2
+    cx, cy = (obj.x + 0.5) * _SS, (obj.y + 0.5) * _SS
     fill, line = Image.new("L", (side, side)), Image.new("L", (side, side))
-    points = _shape_points(scene.thing.shape)
+    points = _shape_points(obj.thing.shape)
     df, dl = ImageDraw.Draw(fill), ImageDraw.Draw(line)
     if points is None:
         box = [cx - r, cy - r, cx + r, cy + r]
@@ -230,38 +328,35 @@ def _masks(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     return f, np.clip(outer - f, 0.0, 1.0)
 
 
-def _pattern_mask(scene: Scene) -> np.ndarray:
+def _pattern_mask(obj: _Placed) -> np.ndarray:
+    """Where the accent colour goes: the stripes, the dots, or a plain thing's round mark."""
     side = SIZE * _SS
     yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
-    d = scene.diameter()
+    d = obj.diameter
     period = (4.0 if d < 15 else 5.0) * _SS
-    top = (scene.y + 0.5 - d / 2) * _SS
-    if scene.thing.pattern == "striped":
+    top = (obj.y + 0.5 - d / 2) * _SS
+    cx, cy = (obj.x + 0.5) * _SS, (obj.y + 0.5) * _SS
+    if obj.thing.pattern == "striped":
         return (((yy - top) % period) < period / 2).astype(np.float32)
-    if scene.thing.pattern == "dotted":  # a dot sits on the object's centre
-        cx, cy = (scene.x + 0.5) * _SS, (scene.y + 0.5) * _SS
+    if obj.thing.pattern == "dotted":  # a dot sits on the object's centre
         u = ((xx - cx + period / 2) % period) - period / 2
         v = ((yy - cy + period / 2) % period) - period / 2
         return ((u * u + v * v) < (0.3 * period) ** 2).astype(np.float32)
-    return np.zeros((side, side), np.float32)
-
-
-def _accent(colour: tuple[int, int, int]) -> np.ndarray:
-    """The pattern's colour: a darker shade of light colours, a lighter one of dark colours."""
-    c = np.array(colour, np.float32)
-    luminance = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
-    return c * 0.45 if luminance > 140 else c * 0.35 + 255 * 0.65
+    # plain: one round mark in the middle, about a third of the object across
+    mark = (0.17 * d * _SS) ** 2
+    return (((xx - cx) ** 2 + (yy - cy) ** 2) < mark).astype(np.float32)
 
 
 def render(scene: Scene) -> Image.Image:
     """The scene as a SIZE x SIZE RGB image (deterministic)."""
     rng = np.random.default_rng([scene.seed, 31])
-    bg = np.kron(_texture(scene.background, rng), np.ones((_SS, _SS, 1)))
-    fill, line = _masks(scene)
-    body = np.array(COLOURS[scene.thing.colour], np.float32)
-    pattern = _pattern_mask(scene)[..., None]
-    obj = body * (1 - pattern) + _accent(COLOURS[scene.thing.colour]) * pattern
-    img = bg * (1 - fill[..., None] - line[..., None]) + obj * fill[..., None] + 25.0 * line[..., None]
+    img = np.kron(_texture(scene.background, rng), np.ones((_SS, _SS, 1)))
+    for obj in _placed(scene):
+        fill, line = _masks(obj)
+        body = np.array(COLOURS[obj.thing.colour], np.float32)
+        pattern = _pattern_mask(obj)[..., None]
+        paint = body * (1 - pattern) + np.array(ACCENTS[obj.thing.accent], np.float32) * pattern
+        img = img * (1 - fill[..., None] - line[..., None]) + paint * fill[..., None] + 25.0 * line[..., None]
     small = img.reshape(SIZE, _SS, SIZE, _SS, 3).mean(axis=(1, 3))
     return Image.fromarray(np.clip(small + 0.5, 0, 255).astype(np.uint8), "RGB")
 

@@ -29,12 +29,17 @@ class TextModality(Modality):
 
     def respond(self, request: Request, ctx: RespondContext) -> Response:
         # Self-prompting: the concept's understanding tokens come first, then the answer.
+        # A Yes/No answer is decided greedily, as `yoc eval` scores it (one code path).
+        from yoc_assistant.personalize.data import answer_first_token
+
         names = ctx.concept_words()
-        result = ctx.backbone.generate_text(
+        bb = ctx.backbone
+        result = bb.generate_text(
             ctx.forced_prompt(self.group), extra=ctx.extra, max_new_tokens=request.max_tokens,
             temperature=TEMPERATURE if request.temperature is None else request.temperature,
             seed=request.seed, on_token=ctx.on_text, allow_ids=list(names), extra_names=names,
             prefix=ctx.prompt_pass,  # the router already ran the prompt: continue from there
+            decisive_ids=[answer_first_token(bb, True), answer_first_token(bb, False)],
         )
         return Response(modality=self.name, text=result.text)
 

@@ -1,0 +1,68 @@
+"""`yoc eval` measures what `yoc ask` answers: recognition is one prompt layout and one
+decision (the text modality's greedy first token), so on the same photos the two say
+the same yes/no, and yes/no answers through `ask` are greedy (repeatable whatever the seed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from assistant_helpers import make_ready_concept
+from PIL import Image
+
+from yoc_assistant.assistant import Assistant, PluginManager, Request
+from yoc_assistant.library.core import Library
+from yoc_assistant.personalize import evaluate as E
+from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY = ROOT / "yoc_assistant" / "toyworld" / "weights" / "backbone"
+SUNNY = ROOT / "concepts" / "sunny"
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from yoc_assistant.backbone import Backbone
+
+    return Backbone.load(str(TOY), precision="fp32", device="cpu")
+
+
+def _photos() -> tuple[list[Image.Image], list[Image.Image]]:
+    pos = [Image.open(p).convert("RGB") for p in sorted(SUNNY.glob("photo-*.png"))]
+    pos += [Image.open(p).convert("RGB") for p in sorted((SUNNY / "held-out").glob("*.png"))[:3]]
+    neg = [Image.open(p).convert("RGB") for p in sorted((SUNNY / "others").glob("*.png"))]
+    return pos, neg
+
+
+def test_eval_and_ask_say_the_same_on_the_same_photos(toy, tmp_path: Path) -> None:
+    from yoc_assistant.personalize.describe import photo_words
+
+    pos, neg = _photos()
+    with Library.open() as lib:
+        vec = make_ready_concept(lib, toy, "sunny", seed=3)
+        # Rows started from the words the backbone says of the photos, so that the
+        # untrained concept answers both yes and no (an all-"no" concept agrees trivially).
+        words = photo_words(toy, [r.tolist() for r in toy.encode_images(pos[:5])])
+        vec = ConceptVectors.initialize(toy, "sunny", seed=3, words=words)
+        vec.save(lib.concept_dir("sunny") / "vectors.safetensors", toy)
+        concepts = ConceptSet(toy, [vec])
+        question = "Is {name} in this photo?"
+        prompts = [E.forced_recognition_prompt(toy, concepts, "sunny", row.tolist(), question)
+                   for row in toy.encode_images(pos + neg)]
+        evaluated = E.said_yes(toy, concepts, "sunny", prompts)
+        assistant = Assistant(toy, lib, PluginManager(), log_path=tmp_path / "r.jsonl",
+                              out_dir=tmp_path / "pics")
+        asked = []
+        for k, image in enumerate(pos + neg):
+            for seed in (1, 2):  # sampled answers would differ between seeds; decisions may not
+                text = assistant.respond(Request("Is <sunny> in this photo?", images=[image], mode="text",
+                                                 seed=seed, max_tokens=12)).text
+                asked.append((k, text.strip().lower().startswith("yes")))
+    by_photo = {k: [y for j, y in asked if j == k] for k in range(len(pos + neg))}
+    assert all(len(set(v)) == 1 for v in by_photo.values()), asked
+    assert [v[0] for v in by_photo.values()] == evaluated
+    assert 0 < sum(evaluated) < len(evaluated), "the test needs both answers to mean anything"
+    # and the accuracy `yoc eval` reports is computed from exactly these decisions
+    report = E.recognition_accuracy(toy, concepts, "sunny", pos, neg, question=question)
+    assert report["positive"] == sum(evaluated[:len(pos)]) / len(pos)
+    assert report["negative"] == sum(not y for y in evaluated[len(pos):]) / len(neg)
