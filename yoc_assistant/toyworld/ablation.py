@@ -1,26 +1,32 @@
-"""Personalization quality on the toy world, and the paper's ablation in miniature.
+"""Personalization quality on the toy world: one harness for any instance, every baseline.
 
-The example concept (the dotted orange star of `concepts/sunny`, a combination the
-backbone never saw in pretraining) is trained with yoc's own data builders and
-trainer (`personalize.data`, `personalize.trainer`) in several variants, then
-measured on held-out scenes generated here:
+A personal concept is one *instance* (`--thing "dotted orange star" --instance cyan`:
+the named thing plus its unnamed accent). It is trained with yoc's own data builders
+and trainer, with `yoc train`'s defaults, in several variants, and measured on photos
+never trained on:
 
-* recognition: "Is <sunny> in this photo?" on new photos of it (positives) and on
-  lookalikes one attribute away plus unrelated scenes (negatives); weighted
-  accuracy = mean of the two sides (the paper's metric; untrained ~0.5);
-* CLIP-I: mean CLIP cosine between generated pictures and held-out real photos;
-* drawn right: the share of generated pictures the toy CLIP names as the concept's
-  thing (zero-shot over all 144 things; its accuracy on real photos is reported too).
+* recognition: "Is <name> in this photo?" asked exactly as `yoc ask` asks it
+  (`personalize.evaluate.recognition_prompt` and `said_yes`) on new photos of the
+  instance (positives) and on negatives: half the same named thing with another accent
+  (`same`: only the unnamed detail says no), a quarter lookalikes one named attribute
+  away (`near`), a quarter unrelated things (`far`). Weighted = mean of the positive
+  and negative accuracies (the paper's metric; untrained ~0.5);
+* generation (`--images`): instance similarity (the toy instance judge's cosine,
+  generated vs real held-out photos), drawn right (the judge names the exact instance,
+  accent included), CLIP-I (toy CLIP cosine);
+* QA: the concept's facts ("What is <name>'s colour?"), answered greedily as `ask` does;
+* routing: held-out request phrasings (never trained on) sent through yoc's Router:
+  text requests must route to text, drawing requests to the image modality.
 
-Variants: `no-concept` (fresh, untrained tokens), `text-prompt` (no tokens; the
-concept described in words, the paper's "Chameleon + text prompt"), `caption-init`
-(rows started from the words the backbone's descriptions of the photos share, untrained),
-`shared-prompt` (one soft prompt, no self-prompting targets), `photos-only`
-(self-prompting, no soft positives), `blank-init` (the full recipe from blank rows, as
-the paper starts), `full` (self-prompting + soft positives from caption-started rows:
-what `yoc train` does).
+Variants: `no-concept` (fresh tokens), `text-prompt` (the named attributes in words:
+what a user would type), `image-prompt` (a photo of the instance in the prompt,
+`NAME is <photo> .`, training-free, RAP-style), `caption-init` (rows started from the
+backbone's own description of the photos, untrained), `shared-prompt` (one soft prompt,
+no self-prompting targets), `photos-only` (no soft positives), `blank-init`, `full`
+(what `yoc train` does).
 
-    python -m yoc_assistant.toyworld.ablation                 # the table in docs/toyworld.md
+    python -m yoc_assistant.toyworld.ablation --seeds 0 1 2 --images 16
+    python -m yoc_assistant.toyworld.ablation --thing "striped blue heart" --instance mint
     python -m yoc_assistant.toyworld.ablation --quick --min-recognition 0.8   # CI check
 """
 
@@ -29,6 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,78 +45,220 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import ImageOps
+from PIL import Image, ImageOps
 
 from yoc_assistant.toyworld import world
-from yoc_assistant.toyworld.common import BACKBONE_DIR, CLIP_DIR, set_threads
+from yoc_assistant.toyworld.common import BACKBONE_DIR, CLIP_DIR, JUDGE_DIR, set_threads
 from yoc_assistant.toyworld.make_concept import EXAMPLE_NAME, about_text
 
-VARIANTS = ("no-concept", "text-prompt", "caption-init", "shared-prompt", "photos-only", "blank-init", "full")
+VARIANTS = ("no-concept", "text-prompt", "image-prompt", "caption-init", "shared-prompt",
+            "photos-only", "blank-init", "full")
 TRAINED = ("shared-prompt", "photos-only", "blank-init", "full")
+NAME = EXAMPLE_NAME
+NEGATIVE_KINDS = ("same", "near", "far")
 
 
 @dataclass
 class Bench:
-    """Everything a variant is trained and measured on (image-token lists and PIL images)."""
+    """Everything the variants of one (instance, seed) are trained and measured on."""
 
     thing: world.Thing
+    photo_images: list[Image.Image]
     photos: list[list[int]]
-    mirrored: list[list[int]]  # the photos flipped left-right (yoc train's default extra positives)
-    words: list[int]  # what the backbone says the photos show (yoc train's default row start)
+    mirrored: list[list[int]]
+    words: list[int]
     soft: list[list[int]]
     hard: list[list[int]]
     easy: list[list[int]]
     test_pos: list[list[int]]
-    test_neg: list[list[int]]
-    real: list[Any]  # held-out photos (PIL) for CLIP-I
-    real_emb: torch.Tensor
-    text_emb: torch.Tensor  # CLIP text embeddings of every thing, for "drawn right"
+    test_neg: dict[str, list[list[int]]]
+    real: list[Image.Image]
+    real_clip: torch.Tensor
     notes: list[str] = field(default_factory=list)
 
 
-def _tokens(bb: Any, scenes: list[world.Scene]) -> list[list[int]]:
-    if not scenes:
-        return []
-    return [row.tolist() for row in bb.encode_images([world.render(s) for s in scenes])]
+def _tokens(bb: Any, images: list[Image.Image]) -> list[list[int]]:
+    return [row.tolist() for row in bb.encode_images(images)] if images else []
 
 
-def make_bench(bb: Any, clip: Any, *, n_test: int, n_pool: int, n_soft: int, n_neg: int,
-               seed: int) -> Bench:
+def training_photos(thing: world.Thing, seed: int) -> list[world.Scene]:
+    """The 5 photos a user shows (seed 0 of the example = the photos in concepts/sunny)."""
+    return world.photos_of(thing, 5, seed=1 + 100 * seed)
+
+
+def negatives(thing: world.Thing, n: int, rng: np.random.Generator) -> dict[str, list[world.Scene]]:
+    same, near = world.same_named(thing), world.lookalikes(thing, 1)
+    far = [t for t in world.ALL_THINGS if t.distance(thing) >= 2]
+    n_same = n // 2
+    n_near = (n - n_same) // 2
+    pick = lambda opts, k: [world.random_scene(rng, opts[int(rng.integers(len(opts)))]) for _ in range(k)]  # noqa: E731
+    return {"same": pick(same, n_same), "near": pick(near, n_near), "far": pick(far, n - n_same - n_near)}
+
+
+def make_bench(bb: Any, clip: Any, thing: world.Thing, *, n_test: int, n_pool: int, seed: int,
+               hard_from_top: bool) -> Bench:
     from yoc_assistant.personalize.describe import photo_words
-    from yoc_assistant.personalize.retrieval import rank_pool
+    from yoc_assistant.personalize.retrieval import rank_pool, split_sizes
 
-    thing = world.EXAMPLE_THING
     rng = np.random.default_rng([seed, 41])
-    photos = world.photos_of(thing, 5, seed=1)  # the photos in concepts/sunny
+    photos = [world.render(s) for s in training_photos(thing, seed)]
     test_pos = world.photos_of(thing, n_test, seed=1001 + seed)
-    near = world.lookalikes(thing, 1)
-    test_neg = [world.random_scene(rng, near[int(rng.integers(len(near)))]) for _ in range(n_test // 2)]
+    neg = negatives(thing, n_test, rng)
+    # The retrieval pool: random photos of everything but the concept's own instance.
     others = tuple(t for t in world.ALL_THINGS if t != thing)
-    test_neg += [world.random_scene(rng, None, others) for _ in range(n_test - n_test // 2)]
     pool = world.random_scenes(n_pool, seed=77 + seed, pool=others)
-    photo_emb = clip.embed_images([world.render(s) for s in photos])
-    pool_emb = clip.embed_images([world.render(s) for s in pool])
-    ranking = rank_pool(photo_emb, pool_emb, n_soft=n_soft, n_hard=n_neg, n_easy=n_neg, seed=seed)
-    by_key = {str(i): s for i, s in enumerate(pool)}
-    real = [world.render(s) for s in test_pos]
-    texts = [f"a photo of a {t.describe()}" for t in world.ALL_THINGS]
-    soft_things = [by_key[k].thing for k in ranking.soft_positives[:20]]
-    notes = [f"top soft positives: {sum(t.distance(thing) <= 1 for t in soft_things)}/20 "
-             "within one attribute of the concept"]
+    pool_images = [world.render(s) for s in pool]
+    n_soft, n_hard, n_easy = split_sizes(n_pool)
+    ranking = rank_pool(clip.embed_images(photos), clip.embed_images(pool_images), n_soft=n_soft,
+                        n_hard=n_hard, n_easy=n_easy, seed=seed, hard_from_top=hard_from_top)
+    take = lambda keys: _tokens(bb, [pool_images[int(k)] for k in keys])  # noqa: E731
+    hard_things = [pool[int(k)].thing for k in ranking.hard_negatives]
+    notes = [f"hard negatives: {sum(t.kind() == thing.kind() for t in hard_things)} same named thing, "
+             f"{sum(t.distance(thing) == 1 for t in hard_things)} one attribute away, of {len(hard_things)}"]
     photo_tokens = _tokens(bb, photos)
+    real = [world.render(s) for s in test_pos]
     return Bench(
-        thing=thing, photos=photo_tokens,
-        mirrored=[row.tolist() for row in bb.encode_images([ImageOps.mirror(world.render(s)) for s in photos])],
-        words=photo_words(bb, photo_tokens),
-        soft=_tokens(bb, [by_key[k] for k in ranking.soft_positives]),
-        hard=_tokens(bb, [by_key[k] for k in ranking.hard_negatives]),
-        easy=_tokens(bb, [by_key[k] for k in ranking.easy_negatives]),
-        test_pos=_tokens(bb, test_pos), test_neg=_tokens(bb, test_neg), real=real,
-        real_emb=clip.embed_images(real), text_emb=clip.embed_texts(texts), notes=notes,
+        thing=thing, photo_images=photos, photos=photo_tokens,
+        mirrored=_tokens(bb, [ImageOps.mirror(p) for p in photos]), words=photo_words(bb, photo_tokens),
+        soft=take(ranking.soft_positives), hard=take(ranking.hard_negatives), easy=take(ranking.easy_negatives),
+        test_pos=_tokens(bb, real), test_neg={k: _tokens(bb, [world.render(s) for s in v]) for k, v in neg.items()},
+        real=real, real_clip=clip.embed_images(real), notes=notes,
     )
 
 
-# -- prompts per variant -------------------------------------------------------------------
+# -- how each variant asks ------------------------------------------------------------------
+
+def _fresh_row(bb: Any) -> Any:
+    """One untrained extra row (the image prompt's NAME), as a new concept's identifier starts."""
+    from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
+
+    return ConceptSet(bb, [ConceptVectors.initialize(bb, NAME, {"understanding": 1, "generation": 1}, seed=0)])
+
+
+class Variant:
+    """Prompts of one variant: a trained/untrained ConceptSet, or words, or a photo."""
+
+    def __init__(self, bb: Any, name: str, bench: Bench, concepts: Any = None) -> None:
+        self.bb, self.name, self.bench = bb, name, bench
+        self.cs = _fresh_row(bb) if name == "image-prompt" else concepts
+        self.self_prompting = name not in ("text-prompt", "image-prompt", "shared-prompt")
+
+    @property
+    def extra(self) -> Any:
+        return None if self.cs is None else self.cs.extra
+
+    def _words(self, template: str, article: str = "the") -> str:
+        return template.replace("{name}", f"{article} {self.bench.thing.describe()}")
+
+    def _prefix(self) -> list[int]:
+        from yoc_assistant.personalize import data
+
+        if self.name == "image-prompt":  # NAME is <photo> .  (the pretraining's definition shape)
+            ident = self.cs.identifier_id(NAME)
+            return [ident, *self.bb.tokenize("is"), *data.image_block(self.bb, self.bench.photos[0]),
+                    *self.bb.tokenize(".")]
+        return list(self.cs.prompt_ids(NAME))
+
+    def ask(self, template: str, image: list[int] | None, group: str = "understanding") -> list[int]:
+        """The prompt for a text request (question, then the photo), as the router lays it out."""
+        from yoc_assistant.personalize import data
+
+        bb = self.bb
+        tail = [data.image_block(bb, image)] if image is not None else []
+        if self.cs is None:
+            return bb.prompt_ids([self._words(template), *tail])
+        prompt = bb.prompt_ids([self._prefix(), data.text_ids(bb, template, self.cs.identifier_id(NAME)), *tail])
+        return prompt + (list(self.cs.group_ids(NAME, group)) if self.self_prompting else [])
+
+    def draw(self, template: str) -> list[int]:
+        from yoc_assistant.personalize import data
+
+        bb = self.bb
+        if self.cs is None:
+            return bb.prompt_ids([self._words(template, "a")])
+        prompt = bb.prompt_ids([self._prefix(), data.text_ids(bb, template, self.cs.identifier_id(NAME))])
+        return prompt + (list(self.cs.group_ids(NAME, "generation")) if self.self_prompting else [])
+
+
+@torch.no_grad()
+def recognition(bb: Any, v: Variant, bench: Bench, question: str) -> dict[str, float]:
+    from yoc_assistant.backbone.generation import text_decision
+    from yoc_assistant.personalize.data import answer_first_token
+    from yoc_assistant.personalize.evaluate import _last_logits
+
+    yes = answer_first_token(bb, True)
+    allow = [] if v.cs is None else [v.cs.identifier_id(NAME)]
+
+    def said(images: list[list[int]]) -> list[bool]:
+        logits = _last_logits(bb, [v.ask(question, im) for im in images], v.extra)
+        return (text_decision(bb, logits, v.extra, allow) == yes).tolist()
+
+    pos = float(np.mean(said(bench.test_pos)))
+    out = {"positive": pos}
+    neg_all: list[bool] = []
+    for kind, images in bench.test_neg.items():
+        no = [not s for s in said(images)]
+        out[f"negative_{kind}"] = float(np.mean(no))
+        neg_all += no
+    out["negative"] = float(np.mean(neg_all))
+    out["recognition"] = (pos + out["negative"]) / 2
+    return out
+
+
+@torch.no_grad()
+def qa(bb: Any, v: Variant, thing: world.Thing) -> float:
+    """The named facts, answered greedily; right when the answer holds the value's word."""
+    from yoc_assistant.personalize import phrasings as P
+
+    right = []
+    for key in world.ATTRIBUTES:
+        question = P.FACT_QUESTIONS[0].replace("{key}", "colour" if key == "colour" else key)
+        allow = [] if v.cs is None else [v.cs.identifier_id(NAME)]
+        text = bb.generate_text(v.ask(question, None), extra=v.extra, max_new_tokens=12, temperature=0.0,
+                                allow_ids=allow).text.lower()
+        value = getattr(thing, key)
+        words = re.findall(r"[a-z]+", text)
+        right.append(value in words or (value == "plain" and "no pattern" in text))
+    return float(np.mean(right))
+
+
+@torch.no_grad()
+def routing(bb: Any, v: Variant, bench: Bench, seed: int) -> dict[str, float] | None:
+    """Held-out phrasings through yoc's own Router (the concept's groups decide)."""
+    if v.cs is None or not v.self_prompting:
+        return None
+    from yoc_assistant.app.plugins import load_plugins
+    from yoc_assistant.assistant.modality import Request
+    from yoc_assistant.assistant.router import Router
+    from yoc_assistant.personalize import phrasings as P
+
+    router = Router(bb, load_plugins(), log_path=None)
+    image = bench.real[0]
+    rng = random.Random(seed)
+    out: dict[str, float] = {}
+    for modality, bank, with_image in (("text", P.HELD_OUT_TEXT_REQUESTS, True),
+                                       ("image", P.HELD_OUT_GENERATION_PROMPTS, False)):
+        right = []
+        for template in bank:
+            text = template.replace("{name}", f"<{NAME}>").replace("{place}", rng.choice(world.BACKGROUNDS))
+            about_a_photo = with_image and any(w in text for w in ("photo", "here", "image", "this"))
+            request = Request(text=text, images=[image] if about_a_photo else [])
+            right.append(router.route(request, v.cs).modality == modality)
+        out[modality] = float(np.mean(right))
+    return out
+
+
+@torch.no_grad()
+def generation(bb: Any, clip: Any, judge: Any, v: Variant, bench: Bench, n: int, seed: int) -> dict[str, Any]:
+    from yoc_assistant.personalize import phrasings as P
+    from yoc_assistant.personalize.judge import drawn_right, instance_similarity
+
+    out = bb.generate_images(v.draw(P.GENERATION_PROMPTS[0]), n=n, extra=v.extra, seed=seed)
+    emb = clip.embed_images(out.images)
+    return {"instance_similarity": instance_similarity(judge, out.images, bench.real),
+            "drawn_right": drawn_right(judge, out.images, bench.real),
+            "clip_i": float((emb @ bench.real_clip.T).mean()), "images": out.images}
+
 
 def _strip_groups(examples: list[Any], group_ids: set[int]) -> list[Any]:
     """Shared prompt: the same examples without the self-prompting group tokens in targets."""
@@ -122,171 +272,186 @@ def _strip_groups(examples: list[Any], group_ids: set[int]) -> list[Any]:
     return out
 
 
-class Variant:
-    """How one variant builds its recognition and generation prompts."""
+def train_variant(bb: Any, name: str, bench: Bench, config: Any, seed: int) -> tuple[Any, float]:
+    """The concept rows of a variant; training through yoc's own builders and trainer."""
+    import dataclasses
 
-    def __init__(self, bb: Any, name: str, concepts: Any = None) -> None:
-        from yoc_assistant.personalize import data
-        from yoc_assistant.personalize import phrasings as P
-
-        self.bb, self.name, self.cs = bb, name, concepts
-        self.data, self.P = data, P
-
-    @property
-    def extra(self) -> Any:
-        return None if self.cs is None else self.cs.extra
-
-    def recognition(self, image: list[int], thing: world.Thing) -> list[int]:
-        bb, data, P = self.bb, self.data, self.P
-        if self.cs is None:  # text prompt: the concept described in words
-            question = P.RECOGNITION_QUESTIONS[0].replace("{name}", f"the {thing.describe()}")
-            return bb.prompt_ids([data.image_block(bb, image), question])
-        ident = self.cs.identifier_id(EXAMPLE_NAME)
-        q = data.text_ids(bb, P.RECOGNITION_QUESTIONS[0], ident)
-        prompt = data.recognition_prompt(bb, self.cs.prompt_ids(EXAMPLE_NAME), image, q, True)
-        if self.name == "shared-prompt":
-            return prompt
-        return prompt + list(self.cs.group_ids(EXAMPLE_NAME, "understanding"))
-
-    def generation(self, thing: world.Thing) -> list[int]:
-        bb, data, P = self.bb, self.data, self.P
-        if self.cs is None:
-            return bb.prompt_ids([P.GENERATION_PROMPTS[0].replace("{name}", f"a {thing.describe()}")])
-        ident = self.cs.identifier_id(EXAMPLE_NAME)
-        text = data.text_ids(bb, P.GENERATION_PROMPTS[0], ident)
-        prompt = bb.prompt_ids([list(self.cs.prompt_ids(EXAMPLE_NAME)), text])
-        if self.name == "shared-prompt":
-            return prompt
-        return prompt + list(self.cs.group_ids(EXAMPLE_NAME, "generation"))
-
-
-@torch.no_grad()
-def recognition(bb: Any, variant: Variant, bench: Bench) -> dict[str, float]:
-    from yoc_assistant.personalize.data import answer_first_token
-
-    yes, no = answer_first_token(bb, True), answer_first_token(bb, False)
-    said = []
-    for images in (bench.test_pos, bench.test_neg):
-        prompts = torch.tensor([variant.recognition(im, bench.thing) for im in images])
-        logits, _ = bb.forward(prompts, extra=variant.extra)
-        said.append((logits[:, -1, yes] > logits[:, -1, no]).float())
-    pos, neg = float(said[0].mean()), float(1 - said[1].mean())
-    return {"recognition": (pos + neg) / 2, "positive": pos, "negative": neg}
-
-
-@torch.no_grad()
-def generation(bb: Any, clip: Any, variant: Variant, bench: Bench, n: int, seed: int) -> dict[str, float]:
-    out = bb.generate_images(variant.generation(bench.thing), n=n, extra=variant.extra,
-                             seed=seed)
-    emb = clip.embed_images(out.images)
-    named = (emb @ bench.text_emb.T).argmax(1)
-    right = world.ALL_THINGS.index(bench.thing)
-    return {"clip_i": float((emb @ bench.real_emb.T).mean()),
-            "drawn_right": float((named == right).float().mean()), "images": out.images}
-
-
-def train_variant(bb: Any, name: str, bench: Bench, steps: int, lr: float, seed: int) -> tuple[Any, float]:
     from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
     from yoc_assistant.personalize.data import BuildContext, build_training_set
-    from yoc_assistant.personalize.trainer import TrainConfig, train_concept
+    from yoc_assistant.personalize.trainer import train_concept
 
     t0 = time.time()
-    words = [] if name in ("no-concept", "blank-init") else bench.words
-    vec = ConceptVectors.initialize(bb, EXAMPLE_NAME, seed=seed, words=words)
+    words = [] if name in ("no-concept", "blank-init") or not config.init_from_photos else bench.words
+    vec = ConceptVectors.initialize(bb, NAME, seed=seed, words=words)
     cs = ConceptSet(bb, [vec])
     if name in ("no-concept", "caption-init"):
         return cs, time.time() - t0
+    positives = bench.photos + (bench.mirrored if config.mirror_photos else [])
     ctx = BuildContext.from_concepts(
-        bb, cs, EXAMPLE_NAME, positives=bench.photos + bench.mirrored, easy_negatives=bench.easy,
-        hard_negatives=bench.hard, soft_positives=[] if name == "photos-only" else bench.soft,
-        about=about_text(EXAMPLE_NAME, bench.thing), rng=random.Random(seed))
+        bb, cs, NAME, positives=positives, easy_negatives=bench.easy, hard_negatives=bench.hard,
+        soft_positives=[] if name == "photos-only" else bench.soft,
+        about=about_text(NAME, bench.thing), rng=random.Random(seed))
     examples = build_training_set(ctx)
     if name == "shared-prompt":
-        groups = set(cs.group_ids(EXAMPLE_NAME, "generation")) | set(cs.group_ids(EXAMPLE_NAME, "understanding"))
+        groups = set(cs.group_ids(NAME, "generation")) | set(cs.group_ids(NAME, "understanding"))
         examples = _strip_groups(examples, groups)
-    config = TrainConfig(max_steps=steps, lr=lr, batch_size=4, precision="fp32", seed=seed,
-                         checkpoint_every=10**9)
-    result = train_concept(bb, vec, examples, config)
+    run = dataclasses.replace(config, seed=seed, precision="fp32", checkpoint_every=10**9, eval_every=None)
+    result = train_concept(bb, vec, examples, run)
     return ConceptSet(bb, [result.vectors]), time.time() - t0
+
+
+def default_recipe(bb: Any) -> Any:
+    """`yoc train`'s configuration for this backbone (the one every entry point uses)."""
+    from yoc_assistant.personalize.trainer import TrainConfig
+
+    recipe = getattr(TrainConfig, "for_backbone", None)
+    return recipe(bb) if recipe is not None else TrainConfig()
+
+
+def run_one(bb: Any, clip: Any, judge: Any, thing: world.Thing, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    import dataclasses
+
+    config = default_recipe(bb)
+    if args.steps:
+        config = dataclasses.replace(config, max_steps=args.steps)
+    bench = make_bench(bb, clip, thing, n_test=args.n_test, n_pool=args.pool, seed=seed,
+                       hard_from_top=args.hard_from_top)
+    rows: dict[str, Any] = {}
+    from yoc_assistant.personalize import phrasings as P
+
+    for name in args.variants:
+        cs, seconds = (None, 0.0) if name in ("text-prompt", "image-prompt") else \
+            train_variant(bb, name, bench, config, seed)
+        v = Variant(bb, name, bench, cs)
+        row: dict[str, Any] = {**recognition(bb, v, bench, P.RECOGNITION_QUESTIONS[0]),
+                               "train_seconds": round(seconds, 1)}
+        if v.cs is not None:  # the facts asked by name (a sentence about "the star" needs no memory)
+            row["qa"] = qa(bb, v, thing)
+        route = routing(bb, v, bench, seed)
+        if route is not None:
+            row.update({f"routing_{k}": val for k, val in route.items()})
+        if args.images:
+            gen = generation(bb, clip, judge, v, bench, args.images, seed)
+            images = gen.pop("images")
+            if args.save_images:
+                folder = args.save_images / f"{thing.label().replace(', ', '-').replace(' ', '-')}-seed{seed}"
+                folder.mkdir(parents=True, exist_ok=True)
+                for k, img in enumerate(images):
+                    img.save(folder / f"{name}-{k}.png")
+            row.update(gen)
+        rows[name] = row
+        print(f"[ablation] {thing.label()} seed {seed} {name}: "
+              f"{json.dumps({k: round(val, 3) for k, val in row.items()})}", file=sys.stderr, flush=True)
+    return {"variants": rows, "notes": bench.notes}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """variant -> metric -> (mean, sd, n) over every (instance, seed) run."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for r in runs:
+        for variant, row in r["variants"].items():
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and value == value:
+                    out.setdefault(variant, {}).setdefault(key, []).append(float(value))
+    return {v: {k: (statistics.fmean(x), statistics.pstdev(x) if len(x) > 1 else 0.0, len(x))
+                for k, x in metrics.items()} for v, metrics in out.items()}
+
+
+COLUMNS = ("recognition", "positive", "negative_same", "negative_near", "negative_far", "qa",
+           "routing_text", "routing_image", "instance_similarity", "drawn_right", "clip_i", "train_seconds")
+
+
+def table(summary: dict[str, dict[str, tuple[float, float, int]]]) -> str:
+    lines = ["| variant | " + " | ".join(c.replace("_", " ") for c in COLUMNS) + " |",
+             "|---|" + "---|" * len(COLUMNS)]
+    for variant, metrics in summary.items():
+        cells = []
+        for c in COLUMNS:
+            if c not in metrics:
+                cells.append("-")
+                continue
+            mean, sd, n = metrics[c]
+            cells.append(f"{mean:.1f}" if c == "train_seconds" else
+                         f"{mean:.3f}" + (f" ± {sd:.3f}" if n > 1 else ""))
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_things(args: argparse.Namespace) -> list[world.Thing]:
+    if not args.thing:
+        return [world.EXAMPLE_THING]
+    accents = args.instance or [world.EXAMPLE_THING.accent]
+    if len(accents) not in (1, len(args.thing)):
+        raise SystemExit("give one --instance, or one per --thing")
+    accents = accents * len(args.thing) if len(accents) == 1 else accents
+    return [world.Thing.parse(t, accent=a) for t, a in zip(args.thing, accents, strict=True)]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--thing", nargs="+", default=None,
+                    help="named thing(s), e.g. 'dotted orange star' (default: the example concept)")
+    ap.add_argument("--instance", nargs="+", choices=list(world.ACCENTS), default=None,
+                    help="the accent of each thing (the unnamed instance attribute)")
+    ap.add_argument("--seeds", "--seed", nargs="+", type=int, default=[0], dest="seeds")
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    ap.add_argument("--steps", type=int, default=0, help="training steps (default: yoc train's recipe)")
+    ap.add_argument("--n-test", type=int, default=40, help="held-out positives (and as many negatives)")
+    ap.add_argument("--pool", type=int, default=600, help="retrieval pool size")
+    ap.add_argument("--hard-from-top", action="store_true", help="hard negatives from the top of the ranking")
+    ap.add_argument("--images", type=int, default=8, help="pictures generated per variant (0: none)")
+    ap.add_argument("--backbone", type=Path, default=BACKBONE_DIR)
+    ap.add_argument("--clip", type=Path, default=CLIP_DIR)
+    ap.add_argument("--judge", type=Path, default=JUDGE_DIR)
+    ap.add_argument("--save-images", type=Path, default=None, help="folder for the generated pictures")
+    ap.add_argument("--min-recognition", type=float, default=None,
+                    help="exit 1 if the full variant's mean weighted recognition is below this")
+    ap.add_argument("--min-routing", type=float, default=None,
+                    help="exit 1 if the full variant's mean routing accuracy (text, image) is below this")
+    ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    ap.add_argument("--quick", action="store_true", help="the full variant only, no drawings (CI)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.variants, args.images = ["full"], 0
+    return args
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from yoc_assistant.backbone.core import Backbone
+    from yoc_assistant.personalize.judge import ToyJudge
     from yoc_assistant.personalize.retrieval import ClipSpec, load_clip
 
     set_threads()
     bb = Backbone.load(str(args.backbone), precision="fp32", device="cpu")
     clip = load_clip(ClipSpec(str(args.clip)))
-    bench = make_bench(bb, clip, n_test=args.n_test, n_pool=args.pool, n_soft=args.soft,
-                       n_neg=args.negatives, seed=args.seed)
-    named = (clip.embed_images(bench.real) @ bench.text_emb.T).argmax(1)
-    reference = float((named == world.ALL_THINGS.index(bench.thing)).float().mean())
-    rows: dict[str, Any] = {}
-    for name in args.variants:
-        cs, seconds = (None, 0.0) if name == "text-prompt" else \
-            train_variant(bb, name, bench, args.steps, args.lr, args.seed)
-        variant = Variant(bb, name, cs)
-        row: dict[str, Any] = {**recognition(bb, variant, bench), "train_seconds": round(seconds, 1)}
-        if args.images:
-            gen = generation(bb, clip, variant, bench, args.images, args.seed)
-            if args.save_images:
-                args.save_images.mkdir(parents=True, exist_ok=True)
-                for k, img in enumerate(gen.pop("images")):
-                    img.save(args.save_images / f"{name}-{k}.png")
-            gen.pop("images", None)
-            row.update(gen)
-        rows[name] = row
-        print(f"[ablation] {name}: {json.dumps({k: round(v, 3) for k, v in row.items()})}",
-              file=sys.stderr, flush=True)
-    return {"variants": rows, "clip_names_real_photos": reference, "notes": bench.notes,
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                         if k not in ("json",)}}
-
-
-def table(report: dict[str, Any]) -> str:
-    lines = ["| variant | recognition (weighted) | positives | negatives | CLIP-I | drawn right | train s |",
-             "|---|---|---|---|---|---|---|"]
-    for name, r in report["variants"].items():
-        def cell(key: str, r: dict[str, Any] = r) -> str:
-            return f"{r[key]:.3f}" if key in r else "-"
-        lines.append(f"| {name} | {cell('recognition')} | {cell('positive')} | {cell('negative')} | "
-                     f"{cell('clip_i')} | {cell('drawn_right')} | {r['train_seconds']} |")
-    return "\n".join(lines)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    ap.add_argument("--steps", type=int, default=1600, help="concept training steps per variant")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--n-test", type=int, default=40, help="held-out positives (and as many negatives)")
-    ap.add_argument("--pool", type=int, default=600, help="retrieval pool size")
-    ap.add_argument("--soft", type=int, default=400, help="soft positives")
-    ap.add_argument("--negatives", type=int, default=100, help="hard and easy negatives, each")
-    ap.add_argument("--images", type=int, default=8, help="pictures generated per variant (0: none)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--backbone", type=Path, default=BACKBONE_DIR)
-    ap.add_argument("--clip", type=Path, default=CLIP_DIR)
-    ap.add_argument("--save-images", type=Path, default=None, help="folder for the generated pictures")
-    ap.add_argument("--min-recognition", type=float, default=None,
-                    help="exit 1 if the full variant's weighted recognition is below this")
-    ap.add_argument("--json", action="store_true", help="print the report as JSON")
-    ap.add_argument("--quick", action="store_true", help="the full variant only, no drawings (CI)")
-    args = ap.parse_args(argv)
-    if args.quick:  # the full variant as measured in docs/toyworld.md, without the drawings
-        args.variants, args.images = ["full"], 0
-    return args
+    judge = ToyJudge.load(args.judge)
+    runs, t0 = [], time.time()
+    for thing in parse_things(args):
+        for seed in args.seeds:
+            runs.append({"thing": thing.label(), "seed": seed, **run_one(bb, clip, judge, thing, seed, args)})
+    summary = summarize(runs)
+    return {"summary": {v: {k: {"mean": m, "sd": s, "n": n} for k, (m, s, n) in row.items()}
+                        for v, row in summary.items()},
+            "runs": runs, "seconds": round(time.time() - t0),
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"}}
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = run(args)
-    print(json.dumps(report, indent=2) if args.json else table(report))
-    if args.min_recognition is not None and "full" in report["variants"]:
-        got = report["variants"]["full"]["recognition"]
-        if got < args.min_recognition:
-            print(f"recognition {got:.3f} is below {args.min_recognition}", file=sys.stderr)
-            raise SystemExit(1)
+    summary = {v: {k: (d["mean"], d["sd"], d["n"]) for k, d in row.items()} for v, row in report["summary"].items()}
+    print(json.dumps(report, indent=2, default=str) if args.json else table(summary))
+    full = report["summary"].get("full", {})
+    failed = []
+    if args.min_recognition is not None and full and full["recognition"]["mean"] < args.min_recognition:
+        failed.append(f"recognition {full['recognition']['mean']:.3f} is below {args.min_recognition}")
+    if args.min_routing is not None and full:
+        for key in ("routing_text", "routing_image"):
+            if key in full and full[key]["mean"] < args.min_routing:
+                failed.append(f"{key} {full[key]['mean']:.3f} is below {args.min_routing}")
+    if failed:
+        print("; ".join(failed), file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
