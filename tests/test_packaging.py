@@ -69,7 +69,7 @@ def test_wheels_carry_package_data_and_entry_points(tmp_path: Path) -> None:
         for photo in (repo / "concepts").rglob("*.png"):
             inside = "yoc_assistant/toyworld/concepts/" + photo.relative_to(repo / "concepts").as_posix()
             assert inside in names, inside
-        assert "yoc_assistant/toyworld/concepts/sunny/train.json" in names
+        assert "yoc_assistant/toyworld/concepts/sunny/about.txt" in names
         assert _entry_points(core)["console_scripts"]["yoc"] == "yoc_assistant.cli:main"
 
     for plugin, module in (("yoc_text", "yoc_text"), ("yoc_image", "yoc_image")):

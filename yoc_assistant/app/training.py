@@ -128,12 +128,36 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def backbone_recipe(bb: Backbone) -> dict[str, Any]:
+    """The training options the backbone's checkpoint recommends (config.json `yoc_recipe`)."""
+    from yoc_assistant.backbone.loading import recipe_of
+
+    return recipe_of(getattr(bb, "checkpoint_dir", None))
+
+
 def train_concept_job(library: Any, name: str, *, backbone: Backbone | None = None,
-                      config: TrainConfig | None = None, on_event: EventFn | None = None,
+                      config: TrainConfig | None = None, options: dict[str, Any] | None = None,
+                      on_event: EventFn | None = None,
                       cancel: threading.Event | None = None, resume: bool = False,
                       plugins: PluginManager | None = None, clip_device: str | None = None) -> TrainOutcome:
-    """Train (or retrain) concept `name` of `library`; see the module doc."""
-    config = config or TrainConfig()
+    """Train (or retrain) concept `name` of `library`; see the module doc.
+
+    The configuration is `config` when given; else `options` (`config_from_options`'s,
+    the user's choices) over the backbone's recommended recipe over TrainConfig's
+    defaults: the one rule every entry point (add-concept, train, the chat app, the
+    demo) trains by."""
+    if config is None:
+        library.require_concept(name)  # a clear message before any slow load
+        if backbone is None:
+            from yoc_assistant.app.backbones import open_backbone
+
+            def say(text: str) -> None:
+                if on_event is not None:
+                    on_event(TrainEvent(0, 0, 0, None, phase="note", note=text))
+
+            backbone = open_backbone("training", precision=(options or {}).get("precision") or "auto",
+                                     on_note=say)
+        config = config_from_options(options or {}, recipe=backbone_recipe(backbone))
     config.validate()
     concept = library.require_concept(name)
     main = is_main_process()
@@ -252,8 +276,9 @@ def _outcome(name: str, path: Path | None, metrics: dict[str, Any], result: Trai
                         round(time.monotonic() - started, 2))
 
 
-def config_from_options(options: dict[str, Any]) -> TrainConfig:
-    """TrainConfig from CLI-style options (None = default)."""
+def config_from_options(options: dict[str, Any], recipe: dict[str, Any] | None = None) -> TrainConfig:
+    """TrainConfig from CLI-style options (None = not given): the options over `recipe`
+    (a checkpoint's recommended options, same names) over TrainConfig's defaults."""
     mapping = {"epochs": "epochs", "steps": "max_steps", "lr": "lr", "batch_size": "batch_size",
                "grad_accum": "grad_accum", "precision": "precision", "seed": "seed",
                "gradient_checkpointing": "gradient_checkpointing", "checkpoint_every": "checkpoint_every",
@@ -263,7 +288,10 @@ def config_from_options(options: dict[str, Any]) -> TrainConfig:
     unknown = set(options) - set(mapping)
     if unknown:
         raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-    values = {mapping[k]: v for k, v in options.items() if v is not None}
+    recommended = {mapping[k]: v for k, v in (recipe or {}).items() if k in mapping and v is not None}
+    if "max_steps" in recommended and options.get("epochs") is not None and options.get("steps") is None:
+        del recommended["max_steps"]  # the user's --epochs wins over a recipe's step count
+    values = {**recommended, **{mapping[k]: v for k, v in options.items() if v is not None}}
     config = TrainConfig(**values)
     config.validate()
     return config

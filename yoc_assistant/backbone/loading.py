@@ -66,6 +66,14 @@ def _display_name(folder: Path) -> str:
     return folder.name if folder.name != "checkpoint" else folder.parent.name
 
 
+def recipe_of(folder: Path | None) -> dict[str, Any]:
+    """The training options a checkpoint recommends for its concepts: `yoc_recipe` in its
+    config.json (`yoc train`'s option names, e.g. {"steps": 1600, "lr": 0.001}), else {}.
+    Every entry point trains with these unless the user says otherwise."""
+    value = _yoc_setting(folder, "yoc_recipe") if folder is not None else None
+    return dict(value) if isinstance(value, dict) else {}
+
+
 def cfg_scale_of(folder: Path) -> float:
     """The guidance a checkpoint draws best with: `yoc_cfg_scale` in its config.json (the
     toy model, never trained without a prompt, draws far better unguided: 1.0), else 3.0."""

@@ -7,7 +7,6 @@ the other commands call; nothing here is demo-only logic.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import click
 
 from yoc_assistant.cli.output import SEED, info, print_json, progress, quiet_option, warn
-from yoc_assistant.errors import NotFoundError, UserInputError
+from yoc_assistant.errors import NotFoundError
 from yoc_assistant.safetext import printable
 
 PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -31,7 +30,6 @@ class ExampleConcept:
     others: list[Path]  # photos of something else
     question: str
     pool: list[Path]  # generic photos for retrieval (soft positives, negatives)
-    recipe: dict[str, Any]  # training options that suit this example (train.json)
 
 
 def examples_root() -> Path:
@@ -51,7 +49,8 @@ def _images(folder: Path) -> list[Path]:
 
 def load_example(root: Path | None = None) -> ExampleConcept:
     """The first concept folder: photos at its top, `held-out/`, `others/` and `pool/`
-    beside them, `about.txt`, `question.txt` and `train.json` (options for `yoc train`)."""
+    beside them, `about.txt` and `question.txt`. (The demo trains with the backbone's
+    recipe, as `yoc train` and `yoc add-concept` do: there is no recipe of its own.)"""
     root = root or examples_root()
     folders = sorted(p for p in root.iterdir() if p.is_dir() and _images(p))
     if not folders:
@@ -62,14 +61,9 @@ def load_example(root: Path | None = None) -> ExampleConcept:
     about = about_file.read_text().strip() if about_file.is_file() else None
     question = (question_file.read_text().strip() if question_file.is_file()
                 else f"What does <{folder.name}> look like?")
-    recipe_file = folder / "train.json"
-    try:
-        recipe = json.loads(recipe_file.read_text()) if recipe_file.is_file() else {}
-    except ValueError as err:
-        raise UserInputError(f"{recipe_file} is not valid JSON: {err}") from None
     return ExampleConcept(name=folder.name, photos=_images(folder), about=about,
                           held_out=_images(folder / "held-out"), others=_images(folder / "others"),
-                          question=question, pool=_images(folder / "pool"), recipe=recipe)
+                          question=question, pool=_images(folder / "pool"))
 
 
 def show_picture(path: Path, width: int = 24) -> bool:
@@ -154,7 +148,7 @@ def demo(steps: int | None, retrain: bool, out: Path | None, seed: int, quiet: b
             info(f"pool: {len(report.accepted)} generic photos added for retrieval "
                  f"({len(library.pool_images())} in all)", quiet=quiet)
         _step(f"3. Training <{example.name}>'s tokens (the backbone stays frozen)", quiet)
-        options: dict[str, Any] = {"seed": seed, **example.recipe}
+        options: dict[str, Any] = {"seed": seed}  # the backbone's recipe, as `yoc train` uses
         if steps is not None:
             options["steps"] = steps
         elif is_noise:

@@ -116,11 +116,12 @@ def train_with_progress(library: Any, name: str, *, resume: bool = False, quiet:
     Ctrl-C cancels cleanly: the checkpoint is kept and `--resume` continues."""
     from yoc_assistant.app.training import config_from_options, train_concept_job
 
-    config = config_from_options(options)
+    config_from_options(options)  # bad values are said before any slow load
     cancel = threading.Event()
 
     def run(on_event: EventFn | None) -> TrainOutcome:
-        return train_concept_job(library, name, backbone=backbone, config=config, resume=resume,
+        # the backbone's recommended recipe under the user's options, as every entry point
+        return train_concept_job(library, name, backbone=backbone, options=options, resume=resume,
                                  on_event=on_event, cancel=cancel, plugins=plugins)
 
     try:

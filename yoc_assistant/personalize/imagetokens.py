@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 KIND = "image_tokens"
 MIRRORED = ":mirrored"  # key suffix: the image flipped left-right (an extra training photo)
+SHIFTED = ":shifted"  # key suffix: a tighter crop of the image, resized back (a validation view)
+SHIFT = 0.125  # share of each side the shifted view drops at the top-left
 
 
 def mirrored(sha256: str) -> str:
@@ -26,14 +28,26 @@ def mirrored(sha256: str) -> str:
     return sha256 + MIRRORED
 
 
+def shifted(sha256: str) -> str:
+    """The cache key of a shifted view of an image: the same thing, never trained on as such,
+    so that every photo can train and the views still check the checkpoints."""
+    return sha256 + SHIFTED
+
+
 def variant_loader(load: Callable[[str], Image.Image]) -> Callable[[str], Image.Image]:
-    """Wrap an sha256 -> image loader so that `mirrored(sha)` keys load the flipped image."""
+    """Wrap an sha256 -> image loader so that `mirrored(sha)` / `shifted(sha)` keys load
+    the flipped / shifted image."""
 
     def load_key(key: str) -> Image.Image:
         from PIL import ImageOps
 
         if key.endswith(MIRRORED):
             return ImageOps.mirror(load(key[: -len(MIRRORED)]))
+        if key.endswith(SHIFTED):
+            image = load(key[: -len(SHIFTED)])
+            w, h = image.size
+            box = (round(w * SHIFT), round(h * SHIFT), w, h)
+            return image.crop(box).resize((w, h), 3)  # bicubic
         return load(key)
 
     return load_key

@@ -1,10 +1,11 @@
 """The pure pieces of training a concept from the library (the job itself, which picks
 the backbone and the plugins and writes the rows, is `yoc_assistant.app.training`).
 
-Held-out evaluation: photos with role "test", else one of the concept's photos
-when it has at least 4 (held out of training), plus a few pool images as
-negatives. With them, the best checkpoint is the one with the highest mean of
-recognition accuracy and CLIP-I (recognition alone without CLIP); without, the last.
+Every photo of the concept trains (3-5 photos are few enough). Checkpoints are checked
+on photos with role "test" when there are any, else on *shifted views* of the
+training photos (a tighter crop, resized back: `imagetokens.shifted`), plus a few pool
+images as negatives. The best checkpoint is the one with the highest mean of
+recognition accuracy and CLIP-I (recognition alone without CLIP).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
 if TYPE_CHECKING:
     from yoc_assistant.backbone.core import Backbone
 
-MIN_PHOTOS_TO_HOLD_OUT = 4
 EVAL_NEGATIVES = 4
 EVAL_IMAGES = 2  # pictures drawn per evaluation for CLIP-I
 
@@ -64,21 +64,17 @@ class JobData:
 
 def select_images(library: Any, name: str, *, seed: int, clip_device: str = "cpu",
                   clip: SharedClip | None = None) -> JobData:
-    """The concept's photos (some held out), and ranked pool images (or notes why not)."""
+    """The concept's photos (all of them train), the views that check the checkpoints,
+    and ranked pool images (or notes why not)."""
     from yoc_assistant.personalize import retrieval
+    from yoc_assistant.personalize.imagetokens import shifted
 
     positives = sorted(r.sha256 for r in library.concept_images(name, "positive"))
     if not positives:
         raise UserInputError(f"concept {name!r} has no photos to train on; add some with "
                              f"`yoc add-concept PHOTOS --name {name}`")
     tests = sorted(r.sha256 for r in library.concept_images(name, "test"))
-    rng = random.Random(seed)
-    held: list[str] = []
-    if tests:
-        held = tests
-    elif len(positives) >= MIN_PHOTOS_TO_HOLD_OUT:
-        held = [rng.choice(positives)]
-        positives = [p for p in positives if p not in held]
+    held = tests or [shifted(p) for p in positives]
     notes: list[str] = []
     pool = [r.sha256 for r in library.pool_images()]
     if pool:
@@ -99,9 +95,6 @@ def select_images(library: Any, name: str, *, seed: int, clip_device: str = "cpu
     held_neg: list[str] = []
     if held and len(easy) > EVAL_NEGATIVES:
         held_neg, easy = easy[-EVAL_NEGATIVES:], easy[:-EVAL_NEGATIVES]
-    if not held:
-        notes.append(f"fewer than {MIN_PHOTOS_TO_HOLD_OUT} photos: the last checkpoint is kept "
-                     "(no held-out photo to pick the best one)")
     return JobData(positives, held, held_neg, list(ranking.soft_positives), list(ranking.hard_negatives),
                    easy, notes)
 
@@ -184,7 +177,9 @@ def make_evaluator(bb: Backbone, library: Any, name: str, job: JobData, notes: l
         except retrieval.ClipUnavailable as err:  # damaged weights: as documented, a note
             reason = str(err)
     if clip is not None:
-        loader = retrieval.library_loader(library)
+        from yoc_assistant.personalize.imagetokens import variant_loader
+
+        loader = variant_loader(retrieval.library_loader(library))
         real = clip.embed_images([loader(s) for s in job.held_positives])
     else:
         notes.append(f"CLIP-I skipped for checkpoint choice ({reason or 'the backbone cannot draw'}): "

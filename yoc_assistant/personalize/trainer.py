@@ -89,9 +89,10 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     precision: str = "auto"
     seed: int = 0
-    # Optimizer steps between checkpoints. 1 honours "a kill loses at most the current step";
-    # a checkpoint is ~4 x rows x hidden x 4 bytes (2 MB for a 7B concept), cheap next to a step.
-    checkpoint_every: int = 1
+    # Optimizer steps between checkpoints: a kill loses at most this many steps (seconds of
+    # work on the toy backbone, about a minute on a 7B), while writing a checkpoint per
+    # step was a quarter of a small backbone's step time. A checkpoint's own recipe may say otherwise.
+    checkpoint_every: int = 25
     eval_every: int | None = None  # optimizer steps; None: at the end of each epoch
     keep_checkpoints: int = 2
     # Start each group's last rows at the words the backbone's own descriptions of the

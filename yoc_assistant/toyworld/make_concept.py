@@ -16,7 +16,6 @@ Everything is a function of the thing and the seed.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -58,11 +57,6 @@ def other_things(thing: world.Thing, n: int, seed: int) -> list[world.Thing]:
     return out
 
 
-# `yoc train` options for this example on the toy backbone (`yoc demo` reads train.json):
-# 1600 steps at lr 1e-3 from caption-started rows, measured in docs/toyworld.md.
-RECIPE = {"steps": 1600, "lr": 0.001, "batch_size": 4, "checkpoint_every": 200, "eval_every": 400}
-
-
 def write_concept(out: Path, name: str, thing: world.Thing, photos: int = 5, held_out: int = 6,
                   others: int = 6, seed: int = 1, pool: int = 0) -> Path:
     if out.exists():
@@ -81,8 +75,7 @@ def write_concept(out: Path, name: str, thing: world.Thing, photos: int = 5, hel
         _save_png(world.render(scene), out / "pool" / f"scene-{k:03d}.png")
     atomic_write_text(out / "about.txt", about_text(name, thing))
     atomic_write_text(out / "question.txt", f"What is <{name}>'s colour?\n")
-    atomic_write_text(out / "train.json", json.dumps(RECIPE, indent=2) + "\n")
-    for f in (out / "about.txt", out / "question.txt", out / "train.json"):
+    for f in (out / "about.txt", out / "question.txt"):
         f.chmod(0o644)
     return out
 
