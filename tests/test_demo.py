@@ -34,9 +34,13 @@ def test_demo_runs_and_can_run_again(yoc_home: Path, tmp_path: Path) -> None:
     assert not training["cancelled"] and training["steps"] == 4
     assert Path(training["vectors_path"]).is_file()
     assert len(summary["answers"]) == 3
-    [picture] = summary["pictures"]
-    with Image.open(picture) as img:
-        assert img.mode == "RGB" and img.size[0] == img.size[1]
+    # The drawing request is routed by the concept itself (no --mode); 4 steps of training
+    # decide nothing, so either answer is possible here (the quality gate checks the route).
+    assert summary["draw_route"] in ("image", "text")
+    if summary["draw_route"] == "image":
+        [picture] = summary["pictures"]
+        with Image.open(picture) as img:
+            assert img.mode == "RGB" and img.size[0] == img.size[1]
 
     listed = subprocess.run([sys.executable, "-m", "yoc_assistant", "concepts", "list", "--json"],
                             env=env, capture_output=True, text=True, timeout=120)

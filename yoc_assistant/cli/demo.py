@@ -21,6 +21,10 @@ from yoc_assistant.safetext import printable
 PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 
+# A drawing asked for in words: the router, not a --mode, must send it to the image modality.
+DRAW_REQUEST = "Draw <{name}> on the beach."
+
+
 @dataclass
 class ExampleConcept:
     name: str
@@ -168,20 +172,29 @@ def demo(steps: int | None, retrain: bool, out: Path | None, seed: int, quiet: b
     for i, (question, photo) in enumerate(asks):
         _step(f"{4 + i}. Asking: {question}" + (f" [{photo.name}]" if photo else ""), quiet)
         images = [normalize_file(photo).image] if photo else []
-        request = Request(text=question, images=images, mode="text", seed=seed, max_tokens=32,
-                          temperature=0.0)
+        # No --mode: the concept's own first token picks the answer's modality (self-prompting).
+        request = Request(text=question, images=images, seed=seed, max_tokens=32, temperature=0.0)
         with log_request(library, request, source="demo", backbone=bb) as entry:
-            response = entry.response = assistant.respond(request)
-        info(f"yoc: {response.text.strip()}", quiet=quiet)
+            response = entry.response = assistant.respond(
+                request, on_route=lambda d: info(d.explain(), quiet=quiet))
+        if response.image_paths:
+            info(f"yoc drew {len(response.image_paths)} picture(s): {response.image_paths[0]}", quiet=quiet)
+        else:
+            info(f"yoc: {response.text.strip()}", quiet=quiet)
         answers.append({"question": question, "photo": str(photo) if photo else None,
                         "answer": response.text.strip()})
     summary["answers"] = answers
 
-    _step(f"{4 + len(asks)}. Drawing <{example.name}>", quiet)
-    request = Request(text=f"A photo of <{example.name}>.", mode="image", seed=seed, out=out)
+    text = DRAW_REQUEST.format(name=example.name)
+    _step(f"{4 + len(asks)}. Asking: {text}  (a drawing asked for in words, no --mode)", quiet)
+    request = Request(text=text, seed=seed, out=out)
     with progress("Drawing", quiet=quiet) as on_progress, \
             log_request(library, request, source="demo", backbone=bb) as entry:
-        response = entry.response = assistant.respond(request, on_progress=on_progress)
+        response = entry.response = assistant.respond(request, on_progress=on_progress,
+                                                      on_route=lambda d: info(d.explain(), quiet=quiet))
+    summary["draw_route"] = response.modality
+    if not response.image_paths:
+        info(f"yoc answered in words instead of drawing: {response.text.strip()}", quiet=quiet)
     for path in response.image_paths:
         info(f"picture: {path}", quiet=quiet)
         if not quiet:
