@@ -108,11 +108,27 @@ def load_trained_concept(lib: Any, bb: Backbone, name: str) -> tuple[Any, str]:
     return ConceptSet(bb, [vectors]), vectors.name
 
 
+TOY_NAME = "yoc-toy"  # the shipped toy backbone's config.json yoc_name
+
+
+def instance_judge(bb: Backbone) -> tuple[Any, str | None]:
+    """The toy world's instance judge for the toy backbone, DINOv2 for any other; (None,
+    why) when the backbone cannot draw or the model is not on this machine."""
+    from yoc_assistant.personalize.judge import JudgeUnavailable, load_judge
+
+    if not bb.has_decoder:
+        return None, "the backbone has no VQ decoder, so it cannot draw"
+    try:
+        return load_judge(backbone_is_toy=str(bb.name) == TOY_NAME), None
+    except JudgeUnavailable as err:
+        return None, str(err)
+
+
 def evaluate_concept_job(lib: Any, bb: Backbone, name: str, sets: EvalSets, *,
                          qa_items: list[Any] | None = None, n_images: int = 4, seed: int = 0,
                          on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Score concept `name` on `sets` (see `personalize.evaluate.evaluate_concept`); CLIP is
-    loaded only when the backbone can draw."""
+    """Score concept `name` on `sets` (see `personalize.evaluate.evaluate_concept`); CLIP and
+    the instance judge are loaded only when the backbone can draw."""
     from yoc_assistant.personalize import evaluate as E
     from yoc_assistant.personalize import retrieval
 
@@ -123,9 +139,10 @@ def evaluate_concept_job(lib: Any, bb: Backbone, name: str, sets: EvalSets, *,
             clip = retrieval.load_clip(device=str(bb.device))
         except retrieval.ClipUnavailable as err:
             clip_note = str(err)
+    judge, judge_note = instance_judge(bb)
     report = E.evaluate_concept(bb, concepts, trained_name, positives=sets.positives,
                                 negatives=sets.negatives, real=sets.real, clip=clip,
                                 clip_note=clip_note, n_images=n_images, qa_items=qa_items or [],
-                                seed=seed, on_progress=on_progress)
+                                seed=seed, on_progress=on_progress, judge=judge, judge_note=judge_note)
     report["notes"] = list(sets.notes) + report["notes"]
     return report

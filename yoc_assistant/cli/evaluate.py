@@ -35,7 +35,11 @@ def _print_table(report: dict[str, Any]) -> None:
     table.add_row("recognition, positive", _fmt(rec["positive"]), str(rec["n_positive"]))
     table.add_row("recognition, negative", _fmt(rec["negative"]), str(rec["n_negative"]))
     table.add_row("recognition, weighted", _fmt(rec["weighted"]), "")
-    for key, label in (("clip_i", "CLIP-I"), ("face_similarity", "face similarity")):
+    for key, label in (("clip_i", "CLIP-I"), ("instance_similarity", "instance similarity (toy judge)"),
+                       ("drawn_right", "drawn right (exact instance)"), ("dino", "DINO"),
+                       ("face_similarity", "face similarity")):
+        if key not in report and key not in report["skipped"]:
+            continue
         skipped = report["skipped"].get(key)
         note = f"skipped: {skipped}" if skipped else str(report.get("n_generated", ""))
         table.add_row(label, _fmt(report.get(key)), note)
@@ -65,8 +69,10 @@ def _print_table(report: dict[str, Any]) -> None:
 def eval_cmd(name: str, test_dir: Path | None, negatives_dir: Path | None, qa_file: Path | None,
              n_images: int, seed: int, precision: str, as_json: bool, quiet: bool) -> None:
     """Measure a trained concept: recognition accuracy (positive, negative, weighted),
-    CLIP-I of generated pictures, face similarity (when insightface is installed) and
-    multiple-choice QA accuracy."""
+    CLIP-I of generated pictures, instance similarity and "drawn right" (the toy
+    backbone's instance judge) or DINO (DINOv2 from the local HF cache, other backbones),
+    face similarity (when insightface is installed) and multiple-choice QA accuracy.
+    Recognition is asked exactly as `yoc ask` asks it."""
     from yoc_assistant.assistant.assistant import ready_concept
 
     lib = open_library()

@@ -149,6 +149,30 @@ def generate_concept_images(bb: Any, concepts: Any, name: str, n: int = 4, *, se
     return list(out.images)
 
 
+def _judge_scores(report: dict[str, Any], judge: Any, note: str | None, generated: list[Image.Image],
+                  real: list[Image.Image]) -> None:
+    from yoc_assistant.personalize.judge import (
+        DinoJudge,
+        ToyJudge,
+        drawn_right,
+        instance_similarity,
+    )
+
+    keys = ("dino",) if judge is None or isinstance(judge, DinoJudge) else ("instance_similarity", "drawn_right")
+    reason = note if judge is None else None
+    if reason is None and not generated:
+        reason = report["skipped"].get("clip_i") or "no generated images"
+    if reason is not None:
+        for key in keys:
+            report["skipped"][key] = reason or "no instance judge"
+        return
+    if isinstance(judge, ToyJudge):
+        report["instance_similarity"] = instance_similarity(judge, generated, real)
+        report["drawn_right"] = drawn_right(judge, generated, real)
+    else:
+        report["dino"] = instance_similarity(judge, generated, real)
+
+
 # --- face similarity (optional) ----------------------------------------------------------
 
 
@@ -297,8 +321,13 @@ def evaluate_concept(bb: Any, concept_set: Any, name: str, *, positives: Sequenc
                      negatives: Sequence[Any], real: Sequence[Image.Image], clip: Any = None,
                      clip_note: str | None = None, n_images: int = 4, qa_items: Sequence[QAItem] = (),
                      seed: int = 0, on_progress: Callable[[int, int], None] | None = None,
+                     judge: Any = None, judge_note: str | None = None,
                      ) -> dict[str, Any]:
-    """Every metric that can run here; the ones that cannot say why under "skipped"."""
+    """Every metric that can run here; the ones that cannot say why under "skipped".
+
+    `judge` (personalize.judge): the toy world's instance judge gives "instance_similarity"
+    and "drawn_right" (the exact instance, its unnamed detail included); DINOv2 gives
+    "dino" (DreamBench's subject score)."""
     report: dict[str, Any] = {"concept": name, "backbone": getattr(bb, "name", "?"),
                               "skipped": {}, "notes": []}
     report["recognition"] = recognition_accuracy(bb, concept_set, name, positives, negatives)
@@ -316,6 +345,7 @@ def evaluate_concept(bb: Any, concept_set: Any, name: str, *, positives: Sequenc
                                             on_progress=on_progress)
         report["clip_i"] = clip_i(clip, generated, list(real))
         report["n_generated"] = len(generated)
+    _judge_scores(report, judge, judge_note, generated, list(real))
     reason = face_unavailable_reason()
     if reason is None and not generated:
         reason = "no generated images"

@@ -1,5 +1,8 @@
 """Write an example concept folder: photos of one toy instance, its facts, test photos.
 
+An instance is a named thing with its unnamed accent (the colour of its dots, stripes
+or mark); `others/` holds the same named thing with other accents first.
+
     python -m yoc_assistant.toyworld.make_concept                # concepts/sunny (the shipped one)
     python -m yoc_assistant.toyworld.make_concept --thing "blue striped heart" --name bluey \\
         --out /tmp/bluey --photos 5 --held-out 20 --seed 3
@@ -46,13 +49,14 @@ def _save_png(image: object, path: Path) -> None:
 
 
 def other_things(thing: world.Thing, n: int, seed: int) -> list[world.Thing]:
-    """A third lookalikes one attribute away, a third two away, the rest unrelated."""
+    """A third the same named thing with another accent (what words cannot tell apart), a
+    third lookalikes one named attribute away, the rest unrelated."""
     rng = np.random.default_rng([seed, 17])
-    near, far = world.lookalikes(thing, 1), world.lookalikes(thing, 2)
+    same, near = world.same_named(thing), world.lookalikes(thing, 1)
     unrelated = [t for t in world.PRETRAIN_THINGS if t.distance(thing) == 3]
     out = []
     for k in range(n):
-        pool = (near, far, unrelated)[k % 3]
+        pool = (same, near, unrelated)[k % 3]
         out.append(pool[int(rng.integers(len(pool)))])
     return out
 
@@ -69,8 +73,9 @@ def write_concept(out: Path, name: str, thing: world.Thing, photos: int = 5, hel
     rng = np.random.default_rng([seed, 23])
     for k, other in enumerate(other_things(thing, others, seed), 1):
         scene = world.random_scene(rng, other)
-        _save_png(world.render(scene), out / "others" / f"other-{k}-{other.describe().replace(' ', '-')}.png")
-    others_pool = tuple(t for t in world.PRETRAIN_THINGS if t != thing)
+        label = f"{other.describe()} {other.accent}".replace(" ", "-")
+        _save_png(world.render(scene), out / "others" / f"other-{k}-{label}.png")
+    others_pool = tuple(t for t in world.ALL_THINGS if t != thing)  # a pool holds anything but this instance
     for k, scene in enumerate(world.random_scenes(pool, seed + 2000, pool=others_pool), 1):
         _save_png(world.render(scene), out / "pool" / f"scene-{k:03d}.png")
     atomic_write_text(out / "about.txt", about_text(name, thing))
@@ -83,6 +88,8 @@ def write_concept(out: Path, name: str, thing: world.Thing, photos: int = 5, hel
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--thing", default=None, help="e.g. 'orange dotted star' (default: the example)")
+    ap.add_argument("--instance", choices=list(world.ACCENTS), default=None,
+                    help="the thing's accent (its unnamed detail; default: the first)")
     ap.add_argument("--name", default=EXAMPLE_NAME)
     ap.add_argument("--out", type=Path, default=None, help="default: concepts/<name>")
     ap.add_argument("--photos", type=int, default=5)
@@ -92,10 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="same as the defaults (it is fast)")
     args = ap.parse_args(argv)
-    thing = world.Thing.parse(args.thing) if args.thing else world.EXAMPLE_THING
+    thing = world.Thing.parse(args.thing, accent=args.instance) if args.thing else world.EXAMPLE_THING
     out = args.out or CONCEPTS_DIR / args.name
     write_concept(out, args.name, thing, args.photos, args.held_out, args.others, args.seed, args.pool)
-    print(f"wrote {out}: {args.photos} photos of a {thing.describe()}, {args.held_out} held-out, "
+    print(f"wrote {out}: {args.photos} photos of a {thing.label()}, {args.held_out} held-out, "
           f"{args.others} others, {args.pool} pool scenes")
 
 
