@@ -22,6 +22,7 @@ from yoc_assistant.assistant.modality import (
     TextFn,
 )
 from yoc_assistant.assistant.outputs import output_paths, slug, write_png
+from yoc_assistant.personalize import phrasings
 from yoc_assistant.personalize.data import (
     BuildContext,
     Example,
@@ -36,7 +37,7 @@ from yoc_assistant.personalize.data import (
 
 __all__ = [
     "BuildContext", "Example", "Modality", "ProgressFn", "Request", "RespondContext", "Response",
-    "TextFn", "generation_examples", "hookimpl", "make_example", "output_paths", "qa_examples",
+    "TextFn", "generation_examples", "hookimpl", "make_example", "output_paths", "phrasings", "qa_examples",
     "recognition_examples", "routing_examples", "slug", "text_ids", "understanding_examples",
     "write_png",
 ]

@@ -87,6 +87,11 @@ PLACE_GENERATION_PROMPTS: tuple[str, ...] = (
     "Paint {name} on {place}.",
     "Generate an image of {name} on {place}.",
 )
+# Places that fill `{place}` in training requests (toy backgrounds and everyday places).
+PLACES: tuple[str, ...] = ("grass", "sand", "snow", "water", "stone", "wood", "the beach", "a table")
+# The first-party modalities' example requests (router targets; the training split only).
+IMAGE_REQUESTS: tuple[str, ...] = GENERATION_PROMPTS + tuple(
+    p.replace("{place}", PLACES[k % len(PLACES)]) for k, p in enumerate(PLACE_GENERATION_PROMPTS))
 HELD_OUT_GENERATION_PROMPTS: tuple[str, ...] = (
     "Could you make a picture of {name}?",
     "Sketch {name}.",
@@ -128,6 +133,10 @@ ABOUT_QUESTIONS: tuple[str, ...] = (
 LOOK_QUESTIONS: tuple[str, ...] = (
     "What does {name} look like?",
     "Describe how {name} looks.",
+)
+TEXT_REQUESTS: tuple[str, ...] = (
+    *ABOUT_QUESTIONS, *LOOK_QUESTIONS,
+    *(q.replace("{key}", key) for q in FACT_QUESTIONS for key in ("colour", "shape", "name")),
 )
 CAPTION_PROMPT = "Describe this photo in one sentence."
 

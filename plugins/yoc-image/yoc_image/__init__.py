@@ -18,6 +18,7 @@ from yoc_assistant.plugin import (
     generation_examples,
     hookimpl,
     output_paths,
+    phrasings,
     write_png,
 )
 
@@ -53,4 +54,5 @@ class ImageModality(Modality):
 @hookimpl
 def yoc_modalities() -> list[Modality]:
     return [ImageModality(name="image", group=GROUP, group_size=GROUP_SIZE,
-                          description="draws pictures (PNG files)", aliases=("draw",))]
+                          description="draws pictures (PNG files)", aliases=("draw",),
+                          example_requests=phrasings.IMAGE_REQUESTS)]

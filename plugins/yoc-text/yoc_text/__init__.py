@@ -14,6 +14,7 @@ from yoc_assistant.plugin import (
     RespondContext,
     Response,
     hookimpl,
+    phrasings,
     understanding_examples,
 )
 
@@ -48,4 +49,5 @@ class TextModality(Modality):
 def yoc_modalities() -> list[Modality]:
     return [TextModality(name="text", group=GROUP, group_size=GROUP_SIZE,
                          description="answers in text (streamed)", fallback=True,
+                         example_requests=phrasings.TEXT_REQUESTS,
                          aliases=("ask",), uses_prompt_pass=True)]
