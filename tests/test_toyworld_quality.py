@@ -1,31 +1,34 @@
-"""The quality gate of issue 6: the shipped toy backbone must learn the example concept.
+"""The quality gate on the example concept: the shipped toy backbone must learn it, and
+its own first answer token must route requests phrased in ways it was never trained on.
 
-`python -m yoc_assistant.toyworld.ablation --quick` (the full variant as measured in
-docs/toyworld.md, without its drawings; seeded, one thread, so the figure repeats) at
-two seeds: trained on the 5 photos of `concepts/sunny` (and their mirror images), the
-concept must be recognized in 40 new photos of it and told apart from 20 lookalikes
-one attribute away and 20 other things with weighted accuracy >= 0.8 on average.
-Two seeds (two test sets, two trainings), because one answer of 80 moves one run by
-0.0125 and the measured runs sit at 0.80-0.85.
+`python -m yoc_assistant.toyworld.ablation --quick` (the full variant, `yoc train`'s recipe,
+no drawings; seeded, one thread, so the figures repeat) at two seeds: trained on the 5
+photos of `concepts/sunny` (and their mirror images), the concept is asked "Is <sunny> in
+this photo?" exactly as `yoc ask` asks it about 40 new photos of it and 40 negatives
+(half of them the same dotted orange star with another accent), and held-out request
+phrasings go through yoc's Router. The thresholds sit below the figures measured on the
+shipped backbone (docs/toyworld.md) by about two seed-to-seed deviations, so the gate
+fails on a real regression, not on noise.
 """
 
 from __future__ import annotations
 
 import pytest
 
-MIN_RECOGNITION = 0.8
-SEEDS = (0, 1)
+MIN_RECOGNITION = 0.6
+MIN_ROUTING = 0.6
+SEEDS = ("0", "1")
 
 
 @pytest.mark.slow
-def test_example_concept_is_recognized_in_new_photos() -> None:
+def test_example_concept_is_recognized_and_routes() -> None:
     from yoc_assistant.toyworld import ablation
 
-    runs = [ablation.run(ablation.parse_args(["--quick", "--seed", str(s)]))["variants"]["full"]
-            for s in SEEDS]
-    mean = sum(r["recognition"] for r in runs) / len(runs)
-    shown = "; ".join(f"seed {s}: {r['recognition']:.3f} (positives {r['positive']:.3f}, "
-                      f"negatives {r['negative']:.3f})" for s, r in zip(SEEDS, runs, strict=True))
-    assert mean >= MIN_RECOGNITION, (
-        f"the trained example concept is recognized with weighted accuracy {mean:.3f} "
-        f"on average ({shown}); the gate is {MIN_RECOGNITION}")
+    report = ablation.run(ablation.parse_args(["--quick", "--seeds", *SEEDS]))
+    full = report["summary"]["full"]
+    shown = "; ".join(f"seed {r['seed']}: {r['variants']['full']['recognition']:.3f}" for r in report["runs"])
+    assert full["recognition"]["mean"] >= MIN_RECOGNITION, (
+        f"the trained example concept is recognized with weighted accuracy "
+        f"{full['recognition']['mean']:.3f} on average ({shown}); the gate is {MIN_RECOGNITION}")
+    for key in ("routing_text", "routing_image"):
+        assert full[key]["mean"] >= MIN_ROUTING, f"{key} {full[key]['mean']:.3f} < {MIN_ROUTING}"
