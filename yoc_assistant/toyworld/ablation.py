@@ -301,11 +301,11 @@ def train_variant(bb: Any, name: str, bench: Bench, config: Any, seed: int) -> t
 
 
 def default_recipe(bb: Any) -> Any:
-    """`yoc train`'s configuration for this backbone (the one every entry point uses)."""
-    from yoc_assistant.personalize.trainer import TrainConfig
+    """`yoc train`'s configuration for this backbone: its checkpoint's recipe over the
+    defaults, by the same function every entry point uses."""
+    from yoc_assistant.app.training import backbone_recipe, config_from_options
 
-    recipe = getattr(TrainConfig, "for_backbone", None)
-    return recipe(bb) if recipe is not None else TrainConfig()
+    return config_from_options({}, recipe=backbone_recipe(bb))
 
 
 def run_one(bb: Any, clip: Any, judge: Any, thing: world.Thing, seed: int, args: argparse.Namespace) -> dict[str, Any]:
