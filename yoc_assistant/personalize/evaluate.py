@@ -1,8 +1,8 @@
 """Evaluation of a trained concept: recognition, CLIP-I, face similarity, multiple-choice QA.
 
 * Recognition: asked exactly as `yoc ask "Is <name> in this photo?" --image PHOTO`
-  asks it: the same prompt layout as the router builds (concept prompt, question,
-  then the photo; `recognition_prompt`), the understanding group forced after the
+  asks it: the same prompt layout as the router builds (concept prompt, the photo,
+  then the question; `forced_recognition_prompt`), the understanding group forced after the
   separator (as the text modality answers), and the first answer token chosen the
   way the text modality chooses it (greedily among the tokens a text answer may
   use, `backbone.generation.text_decision`); "yes" when that token is the first
@@ -80,9 +80,9 @@ def forced_recognition_prompt(bb: Any, concepts: Any, name: str, image: Sequence
                               question: str = P.RECOGNITION_QUESTIONS[0],
                               group: str = UNDERSTANDING) -> list[int]:
     """The evaluation prompt, ending with the forced understanding group: the layout
-    of the router's request prompt (concept prompt, the question, then the photo)."""
+    of the router's request prompt (concept prompt, the photo, then the question)."""
     q = data.text_ids(bb, question, concepts.identifier_id(name))
-    prompt = data.recognition_prompt(bb, concepts.prompt_ids(name), image, q, image_first=False)
+    prompt = data.recognition_prompt(bb, concepts.prompt_ids(name), image, q, image_first=True)
     return prompt + list(concepts.group_ids(name, group))
 
 

@@ -160,14 +160,14 @@ class Variant:
         return list(self.cs.prompt_ids(NAME))
 
     def ask(self, template: str, image: list[int] | None, group: str = "understanding") -> list[int]:
-        """The prompt for a text request (question, then the photo), as the router lays it out."""
+        """The prompt for a text request (the photo, then the question), as the router lays it out."""
         from yoc_assistant.personalize import data
 
         bb = self.bb
-        tail = [data.image_block(bb, image)] if image is not None else []
+        photo = [data.image_block(bb, image)] if image is not None else []
         if self.cs is None:
-            return bb.prompt_ids([self._words(template), *tail])
-        prompt = bb.prompt_ids([self._prefix(), data.text_ids(bb, template, self.cs.identifier_id(NAME)), *tail])
+            return bb.prompt_ids([*photo, self._words(template)])
+        prompt = bb.prompt_ids([self._prefix(), *photo, data.text_ids(bb, template, self.cs.identifier_id(NAME))])
         return prompt + (list(self.cs.group_ids(NAME, group)) if self.self_prompting else [])
 
     def draw(self, template: str) -> list[int]:

@@ -61,13 +61,11 @@ def train_pair(bb: Any, clip: Any, a: world.Thing, b: world.Thing, seed: int, ar
 
 
 def _prompt(bb: Any, cs: Any, text: str, image: Image.Image | None, group_of: str) -> list[int]:
-    """The router's layout for a request mentioning both: each concept's prompt, the text
-    (mentions -> identifiers), the photo; then the forced understanding group."""
+    """The router's layout for a request mentioning both: each concept's prompt, the photo,
+    the text (mentions -> identifiers); then the forced understanding group."""
     from yoc_assistant.assistant.router import request_parts
 
-    parts = request_parts(text, cs)
-    if image is not None:
-        parts.append(image)
+    parts = request_parts(text, cs, [image] if image is not None else [])
     return bb.prompt_ids(parts) + list(cs.group_ids(group_of, "understanding"))
 
 
