@@ -57,8 +57,11 @@ def test_job_trains_saves_and_reloads(lib: Library, bb: Backbone, tmp_path: Path
     assert cs.prompt_ids("bo")[0] == bb.vocab_size
     # The photos' own examples: both tasks of both default modalities.
     assert set(concept.metrics["examples_by_task"]) >= {"recognition", "generation"}
-    # each photo and its mirror image: 3 x 2 generation examples (no pool, no soft positives)
-    assert concept.metrics["examples_by_task"]["generation"] == 6
+    # each photo and its mirror image: 3 x 2 generation examples (no pool, no soft positives),
+    # repeated as a small task next to the modalities' routing examples (balance_tasks)
+    by_task = concept.metrics["examples_by_task"]
+    assert by_task["generation"] % 6 == 0 and by_task["generation"] >= 6
+    assert by_task["understanding-requests"] and by_task["generation-requests"]
 
 
 def test_pool_held_out_photo_and_best_checkpoint(lib: Library, byte_bb: Backbone, tmp_path: Path,

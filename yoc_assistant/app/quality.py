@@ -22,13 +22,14 @@ from PIL import Image
 
 from yoc_assistant.assistant.modality import Request
 from yoc_assistant.assistant.router import Router
+from yoc_assistant.personalize import phrasings as P
 
 NEAR_CHANCE = 0.6  # both measures are 0.5 at chance
 GOOD = 0.8
-TEXT_REQUESTS = ("Is {name} in this photo?", "Can you see {name} in this photo?", "Is this {name}?",
-                 "Tell me about {name}.", "What do you know about {name}?")
-IMAGE_REQUESTS = ("A photo of {name}.", "Draw {name}.", "Show me a photo of {name}.",
-                  "Generate a picture of {name}.")
+# Held-out phrasings of the bank (never trained on), so routing says whether the concept
+# learnt what a request wants, not its wording.
+TEXT_REQUESTS = P.HELD_OUT_TEXT_REQUESTS[:5]  # the first three ask about a photo
+IMAGE_REQUESTS = tuple(t.replace("{place}", "sand") for t in P.HELD_OUT_GENERATION_PROMPTS[:6])
 PHOTO_REQUESTS = 3  # the first TEXT_REQUESTS carry a photo of the concept
 MAX_EVAL_PHOTOS = 4
 
@@ -67,14 +68,16 @@ def measure_quality(bb: Any, library: Any, name: str, vectors: Any, job: Any, pl
     "routing", "routed", "verdict"} for the trained `vectors` of concept `name`."""
     from yoc_assistant.personalize import data, evaluate
     from yoc_assistant.personalize.concept import ConceptSet
+    from yoc_assistant.personalize.imagetokens import SHIFTED, variant_loader
     from yoc_assistant.personalize.retrieval import library_loader
 
-    load = library_loader(library)
+    load = variant_loader(library_loader(library))
     concepts = ConceptSet(bb, [vectors])
     out: dict[str, Any] = {}
     if job.held_positives:
         positives: list[Any] = [load(s) for s in job.held_positives[:MAX_EVAL_PHOTOS]]
-        out["positives_from"] = "held-out photos"
+        views = all(s.endswith(SHIFTED) for s in job.held_positives)
+        out["positives_from"] = "unseen views of the training photos" if views else "held-out photos"
     else:
         positives = [_centre_crop(load(s)) for s in job.train_positives[:MAX_EVAL_PHOTOS]]
         out["positives_from"] = "unseen views of the training photos"

@@ -159,12 +159,12 @@ def _judge_scores(report: dict[str, Any], judge: Any, note: str | None, generate
     )
 
     keys = ("dino",) if judge is None or isinstance(judge, DinoJudge) else ("instance_similarity", "drawn_right")
-    reason = note if judge is None else None
+    reason = (note or "no instance judge") if judge is None else None
     if reason is None and not generated:
         reason = report["skipped"].get("clip_i") or "no generated images"
     if reason is not None:
         for key in keys:
-            report["skipped"][key] = reason or "no instance judge"
+            report["skipped"][key] = reason
         return
     if isinstance(judge, ToyJudge):
         report["instance_similarity"] = instance_similarity(judge, generated, real)
