@@ -34,16 +34,30 @@ def _photos() -> tuple[list[Image.Image], list[Image.Image]]:
     return pos, neg
 
 
+def _briefly_trained(toy, photos, negatives, photo_words):
+    import random
+
+    from yoc_assistant.personalize.data import BuildContext, recognition_examples
+    from yoc_assistant.personalize.trainer import TrainConfig, train_concept
+
+    pos = [r.tolist() for r in toy.encode_images(photos)]
+    neg = [r.tolist() for r in toy.encode_images(negatives[:3])]
+    vec = ConceptVectors.initialize(toy, "sunny", seed=3, words=photo_words(toy, pos))
+    ctx = BuildContext.from_concepts(toy, ConceptSet(toy, [vec]), "sunny", positives=pos, hard_negatives=neg,
+                                     rng=random.Random(0))
+    config = TrainConfig(max_steps=150, lr=2e-3, batch_size=4, precision="fp32", checkpoint_every=10**6)
+    return train_concept(toy, vec, recognition_examples(ctx), config).vectors
+
+
 def test_eval_and_ask_say_the_same_on_the_same_photos(toy, tmp_path: Path) -> None:
     from yoc_assistant.personalize.describe import photo_words
 
     pos, neg = _photos()
     with Library.open() as lib:
         vec = make_ready_concept(lib, toy, "sunny", seed=3)
-        # Rows started from the words the backbone says of the photos, so that the
-        # untrained concept answers both yes and no (an all-"no" concept agrees trivially).
-        words = photo_words(toy, [r.tolist() for r in toy.encode_images(pos[:5])])
-        vec = ConceptVectors.initialize(toy, "sunny", seed=3, words=words)
+        # A concept trained a little (recognition only), so that it answers both yes and no
+        # (an all-"no" concept would agree trivially).
+        vec = _briefly_trained(toy, pos[:5], neg, photo_words)
         vec.save(lib.concept_dir("sunny") / "vectors.safetensors", toy)
         concepts = ConceptSet(toy, [vec])
         question = "Is {name} in this photo?"
