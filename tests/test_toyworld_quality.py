@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-MIN_RECOGNITION = 0.6
+MIN_RECOGNITION = 0.55
 MIN_ROUTING = 0.6
 SEEDS = ("0", "1")
 
