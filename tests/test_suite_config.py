@@ -24,10 +24,10 @@ def _collect(*args: str) -> str:
 def test_default_run_deselects_the_quality_gate() -> None:
     out = _collect()
     assert "1 deselected" in out, out
-    assert "test_example_concept_is_recognized_in_new_photos" not in out, out
+    assert "test_example_concept_is_recognized_and_routes" not in out, out
 
 
 def test_quality_target_collects_the_gate() -> None:
     out = _collect("-m", "slow")
-    assert "test_example_concept_is_recognized_in_new_photos" in out, out
+    assert "test_example_concept_is_recognized_and_routes" in out, out
     assert "deselected" not in out, out

@@ -13,6 +13,7 @@ application layer's policy (`yoc_assistant.app`), not this module's.
 | `YOC_THREADS` | torch CPU threads (default: 1 for a small CPU backbone, else torch's choice) |
 | `YOC_LOAD_PLUGINS` | comma-separated plugin entry-point names to load (empty: none; unset: all) |
 | `YOC_CLIP_MODEL`, `YOC_CLIP_WEIGHTS` | the open_clip model (and weights tag or file) for retrieval |
+| `YOC_DINO_MODEL` | the DINOv2 model (a folder or a hub id in the HF cache) `yoc eval` scores real backbones with |
 | `YOC_FUSED` | 1/0: the fused decode step on/off (default: on CUDA) |
 | `YOC_COMPILE`, `YOC_COMPILE_MODE` | 0 turns torch.compile of the image step off; its mode |
 | `YOC_SEED` | the chat app's sampling seed (repeatable answers) |
@@ -99,6 +100,11 @@ def device() -> str:
         raise UserInputError(f"YOC_DEVICE={value!r} is not a device: set it to cpu, cuda or "
                              "auto (or unset it)")
     return value
+
+
+def dino_model() -> str | None:
+    """YOC_DINO_MODEL: a DINOv2 folder or hub id (None: yoc's default)."""
+    return _text("YOC_DINO_MODEL")
 
 
 def threads() -> int | None:

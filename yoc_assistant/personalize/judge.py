@@ -132,7 +132,9 @@ class DinoJudge:
     def load(cls, name_or_dir: str | None = None) -> DinoJudge:
         from transformers import AutoImageProcessor, Dinov2Model
 
-        name = name_or_dir or os.environ.get("YOC_DINO_MODEL") or DEFAULT_DINO
+        from yoc_assistant import settings
+
+        name = name_or_dir or settings.dino_model() or DEFAULT_DINO
         local = Path(name).expanduser()
         source = str(local) if local.is_dir() else name
         try:
