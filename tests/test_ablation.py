@@ -31,3 +31,25 @@ def test_half_the_negatives_are_the_same_named_thing() -> None:
     assert len(neg["same"]) == 20 and len(neg["near"]) + len(neg["far"]) == 20
     assert all(s.thing.kind() == thing.kind() and s.thing != thing for s in neg["same"])
     assert all(s.thing.distance(thing) == 1 for s in neg["near"])
+
+
+def test_variants_train_on_what_yoc_train_trains_on() -> None:
+    """The harness's training set is the product's: every installed modality's examples and
+    its router targets (measured without them, routing described another product)."""
+    from yoc_assistant.app.plugins import load_plugins
+    from yoc_assistant.backbone.core import Backbone
+    from yoc_assistant.personalize.retrieval import ClipSpec, load_clip
+    from yoc_assistant.toyworld.common import BACKBONE_DIR, CLIP_DIR
+
+    bb = Backbone.load(str(BACKBONE_DIR), precision="fp32", device="cpu")
+    thing = world.Thing("heart", "blue", "striped", "mint")
+    bench = ablation.make_bench(bb, load_clip(ClipSpec(str(CLIP_DIR))), thing, n_test=2, n_pool=30, seed=0,
+                                hard_from_top=False)
+    vec, examples = ablation.variant_examples(bb, "full", bench, ablation.default_recipe(bb), 0)
+    modalities = load_plugins().get_modalities()
+    assert dict(vec.groups) == {m.group: m.group_size for m in modalities}
+    tasks = {ex.task for ex in examples}
+    for m in modalities:
+        if m.example_requests:
+            assert f"{m.group}-requests" in tasks, tasks
+    assert {"recognition", "generation"} <= tasks

@@ -117,12 +117,18 @@ def build_examples(bb: Backbone, library: Any, name: str, vectors: ConceptVector
         positives=[tokens[s] for s in positives], soft_positives=[tokens[s] for s in job.soft],
         hard_negatives=[tokens[s] for s in job.hard], easy_negatives=[tokens[s] for s in job.easy],
         about=about, rng=random.Random(seed))
-    if modalities:
-        examples = data.balance_tasks([ex for m in modalities
-                                       for ex in _examples_of(m, ctx) + _routing_of(m, ctx)])
-    else:
-        examples = data.build_training_set(ctx)
-    return examples, list(ctx.notes)
+    return training_set(ctx, modalities), list(ctx.notes)
+
+
+def training_set(ctx: Any, modalities: Sequence[Any]) -> list[Any]:
+    """A concept's training examples: each modality's own and its router targets, small
+    tasks repeated; without modalities, the three built-in tasks. The one place that
+    decides the mix (`yoc train` and the toy world's harnesses both call it)."""
+    from yoc_assistant.personalize import data
+
+    if not modalities:
+        return data.build_training_set(ctx)
+    return data.balance_tasks([ex for m in modalities for ex in _examples_of(m, ctx) + _routing_of(m, ctx)])
 
 
 def _examples_of(modality: Any, ctx: Any) -> list[Any]:
