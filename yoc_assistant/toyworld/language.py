@@ -62,7 +62,7 @@ class Filler:
 
 
 BASE_TASKS = ("caption", "generate", "recognize", "exists", "qa")
-NAMED_TASKS = ("named-recognize", "named-generate", "named-qa", "named-pair")
+NAMED_TASKS = ("named-recognize", "named-generate", "named-qa", "named-pair", "named-instance")
 TASKS = BASE_TASKS + NAMED_TASKS
 MAX_PREFIX_FILLERS = 32  # a concept's prompt holds 16 + 16 group tokens by default
 MAX_ANSWER_FILLERS = 16  # its answers start with one group (16 tokens)
@@ -293,6 +293,33 @@ def _named_recognize(pool: ScenePool, rng: np.random.Generator) -> Example:
     return Example("named-recognize", definition + body, _answer(answer, rng))
 
 
+def _named_instance(pool: ScenePool, rng: np.random.Generator) -> Example:
+    """The instance skill alone: NAME is defined by a photo, and the question's photo shows
+    either that instance (another scene of it) or the same named thing with another accent,
+    half and half. Only the accent tells them apart, so the answer must come from comparing
+    the two photos; in `named-recognize` such pairs are 15% of the examples, too thin a
+    signal for the 4-layer model to learn the comparison from."""
+    from yoc_assistant.personalize import phrasings as P
+
+    for _ in range(100):
+        i = pool.any(rng, 0.2)
+        shown = pool.scenes[i].things()[int(rng.integers(len(pool.scenes[i].things())))]
+        present = rng.random() < 0.5
+        thing = shown
+        if not present:
+            options = [t for t in world.same_named(shown) if not pool.scenes[i].shows(t)]
+            thing = options[int(rng.integers(len(options)))]
+        definition, by_photo = _definition(thing, pool, rng, photo=1.0, exclude=i)
+        if by_photo:
+            break
+    else:  # no other photo of it in the pool: words cannot tell accents apart
+        present = pool.scenes[i].shows_kind(thing)
+    question = _named(_pick(P.RECOGNITION_QUESTIONS, rng))
+    body = [Photo(i), *question] if rng.random() < 0.5 else [*question, Photo(i)]
+    answer = _named(_pick(P.YES_ANSWERS if present else P.NO_ANSWERS, rng))
+    return Example("named-instance", definition + body, _answer(answer, rng))
+
+
 def _generation_request(rng: np.random.Generator, place: str, names: dict[str, Name] | None = None,
                         pair: bool = False) -> list:
     from yoc_assistant.personalize import phrasings as P
@@ -366,7 +393,7 @@ def _named_pair(pool: ScenePool, rng: np.random.Generator) -> Example:
 
 _MAKERS = {"caption": _caption, "generate": _generate, "recognize": _recognize, "exists": _exists,
            "qa": _qa, "named-recognize": _named_recognize, "named-generate": _named_generate,
-           "named-qa": _named_qa, "named-pair": _named_pair}
+           "named-qa": _named_qa, "named-pair": _named_pair, "named-instance": _named_instance}
 
 
 def make_example(task: str, pool: ScenePool, rng: np.random.Generator) -> Example:

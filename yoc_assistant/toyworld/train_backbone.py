@@ -217,7 +217,7 @@ class Batcher:
 
 
 # Their first answer word decides (yes / no, or which of two names).
-DECISION_TASKS = ("recognize", "exists", "named-recognize", "named-pair")
+DECISION_TASKS = ("recognize", "exists", "named-recognize", "named-pair", "named-instance")
 
 
 def collate(rows: list[list[int]], starts: list[int], task_ix: list[int], pad: int, vocab_size: int,
