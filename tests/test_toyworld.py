@@ -193,6 +193,24 @@ def test_photo_definitions_tell_instances_apart() -> None:
     assert seen_accent_no > 40
 
 
+def test_the_instance_task_asks_only_what_the_accent_decides() -> None:
+    """`named-instance`: a photo definition, and a question photo that shows that instance
+    or the same named thing in another accent (and nothing else of that kind), half each."""
+    rng = np.random.default_rng(9)
+    pool = language.ScenePool(world.random_scenes(3000, seed=7, pairs=0.25))
+    answers = []
+    for _ in range(300):
+        ex = language.make_example("named-instance", pool, rng)
+        photos = [p for p in ex.prompt if isinstance(p, language.Photo)]
+        assert len(photos) == 2
+        ref, asked = pool.scenes[photos[0].index].thing, pool.scenes[photos[1].index]
+        assert photos[0].index != photos[1].index and asked.shows_kind(ref)
+        yes = ex.answer[1].startswith("Yes")
+        assert yes == asked.shows(ref)
+        answers.append(yes)
+    assert 0.4 < np.mean(answers) < 0.6
+
+
 def test_named_batches_use_fresh_extra_rows_that_are_never_targets(shipped) -> None:
     from yoc_assistant.toyworld.train_backbone import Batcher, encode_scenes, token_losses
 
