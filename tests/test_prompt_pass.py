@@ -68,3 +68,58 @@ def test_a_prefix_that_does_not_match_is_not_used(bb) -> None:  # noqa: ANN001
     same = bb.prefill(ids)
     assert bb.generate_text(ids, max_new_tokens=4, temperature=0.0, prefix=same).ids == plain.ids
     assert same.cache is None  # handed over once
+
+
+def image_only() -> PluginManager:
+    import yoc_image
+
+    plugins = PluginManager(load=False)
+    plugins.register(yoc_image, "image")
+    return plugins
+
+
+def count_positions(bb, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:  # noqa: ANN001
+    """(rows, tokens) of every run of the base transformer, call by call."""
+    base = bb.model.model
+    real = base.forward
+    seen: list[tuple[int, int]] = []
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(tuple(kwargs["inputs_embeds"].shape[:2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(base, "forward", counting)
+    return seen
+
+
+@pytest.mark.parametrize("decoding", ["sjd", "sequential"])
+@pytest.mark.parametrize("cfg_scale", [3.0, 1.0])
+def test_a_routed_drawing_runs_the_prompt_once(bb, tmp_path: Path, decoding: str,  # noqa: ANN001
+                                               cfg_scale: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Library.open() as library:
+        make_ready_concept(library, bb, "bo")
+        assistant = Assistant(bb, library, image_only(), log_path=tmp_path / "router.jsonl")
+
+        def ask(mode: str | None, out: str) -> tuple[list[tuple[int, int]], list[bytes]]:
+            request = Request("draw <bo> .", mode=mode, seed=11, n=2, cfg_scale=cfg_scale,
+                              decoding=decoding, out=tmp_path / out)
+            with monkeypatch.context() as patch:
+                seen = count_positions(bb, patch)
+                response = assistant.respond(request)
+            assert response.modality == "image" and response.forced == (mode is not None)
+            return seen, [p.read_bytes() for p in response.image_paths]
+
+        forced, forced_pictures = ask("image", "forced")  # no router pass: the prefill runs it all
+        routed, routed_pictures = ask(None, "routed")
+        prompt = assistant.router.build_prompt(Request("draw <bo> ."), assistant.load_concepts(["bo"]))
+    assert routed[0] == (1, len(prompt))  # the router's pass
+    # Drawing after routing costs what drawing alone costs: the prefill skipped the prompt.
+    assert sum(r * t for r, t in routed) == sum(r * t for r, t in forced)
+    assert not any(t >= len(prompt) for _, t in routed[1:])
+    cond_rest = 16 + 1  # the concept's generation tokens and BOI, once for both pictures
+    assert routed[1] == (1, cond_rest)
+    cfg = cfg_scale != 1.0
+    if cfg:
+        assert routed[2] == (1, 2)  # [BOS, BOI] once, for CFG's two unconditional rows
+    assert routed[3 if cfg else 2][0] == (4 if cfg else 2)  # then the image tokens, every row
+    assert routed_pictures == forced_pictures  # the same pictures as without the router's pass

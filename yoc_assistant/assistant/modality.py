@@ -109,8 +109,8 @@ class Modality:
     claims (the text modality sets it; without one, the first such modality does);
     aliases: more chat-app command names (`/draw` for the image modality);
     uses_prompt_pass: its responder continues from `ctx.prompt_pass` (the router's run of
-    the prompt, with its KV cache; the text modality does); otherwise the cache is freed
-    before `respond` is called.
+    the prompt, with its KV cache; the text and image modalities do); otherwise the cache
+    is freed before `respond` is called.
     """
 
     name: str

@@ -85,9 +85,10 @@ class BackboneCaches:
 @dataclass
 class PromptPass:
     """A prompt already run through the network (`Backbone.prefill`): the next-token
-    logits and the KV cache. The router makes one; the text responder continues from it
-    (`generate_text(prefix=...)`) instead of running the prompt again. Used once: the
-    cache grows as decoding goes on, so `take_cache()` hands it over and forgets it."""
+    logits and the KV cache. The router makes one; the responder continues from it
+    (`generate_text(prefix=...)`, `generate_images(prefix=...)`) instead of running the
+    prompt again. Used once: the cache grows as decoding goes on, so `take_cache()` hands
+    it over and forgets it."""
 
     ids: list[int]
     extra: ExtraTokens | None
@@ -284,13 +285,15 @@ class Backbone:
                         temperature: float = 1.0, top_p: float = 0.9, top_k: int = 0,
                         seed: int | None = None, on_progress: ProgressFn | None = None,
                         uncond_ids: Sequence[int] | None = None,
-                        decode: bool = True, decoding: str | None = None) -> GeneratedImages:
+                        decode: bool = True, decoding: str | None = None,
+                        prefix: PromptPass | None = None) -> GeneratedImages:
         """`cfg_scale` None: the checkpoint's own (`self.cfg_scale`); `decoding` None: the
-        default ("sjd" or "sequential", `imagegen.DEFAULT_DECODING`)."""
+        default ("sjd" or "sequential", `imagegen.DEFAULT_DECODING`). `prefix`: a `prefill`
+        of the prompt's start (with the same `extra`), continued instead of run again."""
         from yoc_assistant.backbone.generation import generate_images
 
         return generate_images(self, prompt_ids, n=n, extra=extra,
                                cfg_scale=self.cfg_scale if cfg_scale is None else cfg_scale,
                                temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                                on_progress=on_progress, uncond_ids=uncond_ids, decode=decode,
-                               decoding=decoding)
+                               decoding=decoding, prefix=prefix)

@@ -57,19 +57,25 @@ def _same_rows(a: ExtraTokens | None, b: ExtraTokens | None) -> bool:
                        and torch.equal(a.output_rows.detach().cpu(), b.output_rows.detach().cpu())))
 
 
+def prefix_length(prefix: PromptPass | None, ids: Sequence[int], extra: ExtraTokens | None) -> int:
+    """How many leading tokens of `ids` `prefix` has run: its length when it is a start of
+    `ids` made with the same extra rows and still holds its cache, else 0 (run them all)."""
+    if prefix is None or prefix.cache is None or not _same_rows(prefix.extra, extra):
+        return 0
+    known = list(prefix.ids)
+    return len(known) if len(known) <= len(ids) and list(ids[:len(known)]) == known else 0
+
+
 def _start(bb: Backbone, ids: torch.Tensor, extra: ExtraTokens | None,
            prefix: PromptPass | None) -> tuple[torch.Tensor, Any]:
     """(logits [1, T', V+E] whose last row predicts the token after `ids`, cache): from
     `prefix` when it is a start of `ids` made with the same extra rows, else a full prefill."""
-    known = None if prefix is None else list(prefix.ids)
-    usable = (prefix is not None and known is not None and _same_rows(prefix.extra, extra)
-              and prefix.cache is not None and len(known) <= ids.numel()
-              and ids[:len(known)].tolist() == known)
-    if not usable:
+    known = prefix_length(prefix, ids.tolist(), extra)
+    if not known:
         return network.forward(bb, ids.unsqueeze(0), extra=extra, use_cache=True)
-    assert prefix is not None and known is not None
+    assert prefix is not None
     cache = prefix.take_cache()
-    rest = ids[len(known):]
+    rest = ids[known:]
     device = network.embedding_layer(bb).weight.device
     if rest.numel() == 0:
         return prefix.logits.view(1, 1, -1).to(device), cache
@@ -299,14 +305,16 @@ def generate_images(bb: Backbone, prompt_ids: Sequence[int], *, n: int = 1,
                     temperature: float = 1.0, top_p: float = 0.9, top_k: int = 0,
                     seed: int | None = None, on_progress: Callable[[int, int], None] | None = None,
                     uncond_ids: Sequence[int] | None = None, decode: bool = True,
-                    compiled: bool | None = None, decoding: str | None = None) -> GeneratedImages:
+                    compiled: bool | None = None, decoding: str | None = None,
+                    prefix: PromptPass | None = None) -> GeneratedImages:
     """Draw `n` images in one batch. Image i samples from its own stream seeded
     `seed + i` (recorded in `.seeds`), so any image can be redrawn alone.
 
     cfg_scale 1.0 turns guidance off (no unconditional rows). `uncond_ids` replaces
     the default unconditional prompt [BOS] (BOI is appended); it may not hold extra ids.
     `decoding`: "sjd" or "sequential" (None: `imagegen.DEFAULT_DECODING`); both draw from
-    the same distribution, SJD with fewer forward passes (`.passes`).
+    the same distribution, SJD with fewer forward passes (`.passes`). `prefix`: a `prefill`
+    of the prompt's start (with the same `extra`), continued instead of run again.
     """
     from yoc_assistant.backbone.imagegen import DECODINGS, DEFAULT_DECODING, sample_image_ids
     from yoc_assistant.backbone.sjd import SJDStats
@@ -330,7 +338,7 @@ def generate_images(bb: Backbone, prompt_ids: Sequence[int], *, n: int = 1,
     ids = sample_image_ids(bb, prompt, uncond, n=n, extra=extra, cfg_scale=float(cfg_scale),
                            temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
                            seeds=seeds, on_progress=on_progress, compiled=compiled, decoding=decoding,
-                           stats=stats)
+                           stats=stats, prefix=prefix)
     images = bb.decode_images(ids) if decode else []
     passes = stats.passes if decoding == "sjd" else int(ids.shape[1])
     return GeneratedImages(ids=ids, images=images, seeds=seeds, decoding=decoding, passes=passes)

@@ -3,8 +3,9 @@
 Rows: n conditional rows (the prompt) and, with CFG, n unconditional rows, left-padded
 to one length. Pads are never attended to: every forward gets an explicit additive
 4-D mask (row b may attend to cache slot k iff k is not a pad of row b and k <= the
-query's slot), and position ids count from each row's first real token. The prompt is
-encoded once (prefill, eager); each later step feeds one token per row.
+query's slot), and position ids count from each row's first real token. Each distinct
+prompt is encoded once (prefill, eager; the conditional one continues the router's pass
+over its start when it is handed one); each later step feeds one token per row.
 
 The step (forward, image-row logits, CFG mix, temperature/top-k/top-p, Gumbel-max
 draw, writing the token into the engine's preallocated output and feed buffers) is a
@@ -27,10 +28,11 @@ import torch
 from yoc_assistant import settings
 from yoc_assistant.backbone import fused as fusing
 from yoc_assistant.backbone import network
+from yoc_assistant.backbone.generation import prefix_length
 from yoc_assistant.backbone.sampling import filter_logits, select
 
 if TYPE_CHECKING:
-    from yoc_assistant.backbone.core import Backbone, ExtraTokens
+    from yoc_assistant.backbone.core import Backbone, ExtraTokens, PromptPass
 
 log = logging.getLogger(__name__)
 
@@ -178,24 +180,51 @@ class ImageEngine:
         self.emit(self.choose(self.hidden(self.feed, cur), noise, knobs), index, knobs["cfg"])
 
     # -- one call -------------------------------------------------------------------
-    def prefill(self, rows: list[list[int]], extra: ExtraTokens | None) -> torch.Tensor:
-        """Reset the cache, encode the left-padded prompts; return the last hidden [R, H]."""
+    def prefill(self, rows: list[list[int]], extra: ExtraTokens | None,
+                prefix: PromptPass | None = None) -> torch.Tensor:
+        """Reset the cache, fill it with the left-padded prompts; return the last hidden [R, H].
+
+        Each distinct prompt runs once, alone, and its K/V go into each of its rows after
+        the row's pads: a row's K/V depend on its own tokens only (positions count from its
+        first real token, pads are never attended), so the n copies of a prompt share one
+        run. The conditional prompt continues from `prefix`, the router's pass over its
+        start (BOS .. separator): only the self-prompt tokens and BOI run here. CFG's
+        unconditional prompt ([BOS, BOI] by default) is another sequence, which the router
+        never ran: it gets its own run, of its own (short) length.
+        """
         width = max(len(r) for r in rows)
-        pad = int(self.bb.special.pad)
-        ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows], device=self.device)
         pads = torch.tensor([width - len(r) for r in rows], device=self.device)
         self.cache.reset()
         self.pads.copy_(pads)
         self.valid.copy_(self.slots.unsqueeze(0) >= pads.unsqueeze(1))
-        query = torch.arange(width, device=self.device)
-        causal = self.slots.unsqueeze(0) <= query.unsqueeze(1)  # [Q, K]
-        # A pad query may see itself, so no row is fully masked (no NaN leaks).
-        allowed = (self.valid.unsqueeze(1) & causal) | (self.slots.unsqueeze(0) == query.unsqueeze(1))
-        positions = (query.unsqueeze(0) - pads.unsqueeze(1)).clamp(min=0)
-        embeds = network.embed(self.bb, ids, extra)
-        hidden, _ = network.base_forward(self.bb, embeds, attention_mask=self.mask(allowed),
-                                         position_ids=positions, cache=self.cache, use_cache=True)
-        return hidden[:, -1]
+        runs: dict[tuple[int, ...], tuple[torch.Tensor, Any]] = {}
+        for row in rows:
+            if tuple(row) not in runs:
+                runs[tuple(row)] = prompt_states(self.bb, row, extra, prefix)
+        hidden = torch.stack([runs[tuple(r)][0] for r in rows])
+        for layer in range(len(self.cache.layers)):
+            keys, values = [], []
+            for row in rows:
+                done = runs[tuple(row)][1].layers[layer]
+                gap = width - len(row)
+                keys.append(torch.nn.functional.pad(done.keys[0], (0, 0, gap, 0)))
+                values.append(torch.nn.functional.pad(done.values[0], (0, 0, gap, 0)))
+            self.cache.update(torch.stack(keys), torch.stack(values), layer)
+        return hidden
+
+
+def prompt_states(bb: Backbone, ids: Sequence[int], extra: ExtraTokens | None,
+                  prefix: PromptPass | None = None) -> tuple[torch.Tensor, Any]:
+    """`ids` through the base transformer alone: (the last hidden state [H], the KV cache
+    of every token). Continues `prefix` when it is a start of `ids` that leaves at least
+    one token to run (the hidden state after the last one is what the first draw reads)."""
+    device = network.embedding_layer(bb).weight.device
+    known = prefix_length(prefix, ids, extra)
+    cache = prefix.take_cache() if prefix is not None and 0 < known < len(ids) else None
+    rest = torch.tensor(list(ids[known:] if cache is not None else ids), device=device)
+    hidden, cache = network.base_forward(bb, network.embed(bb, rest.unsqueeze(0), extra),
+                                         cache=cache, use_cache=True)
+    return hidden[0, -1], cache
 
 
 def get_engine(bb: Backbone, rows: int, needed: int, compiled: bool, fused: bool = False,
@@ -230,7 +259,8 @@ def sample_image_ids(bb: Backbone, prompt: list[int], uncond: list[int] | None, 
                      compiled: bool | None = None, record: list[torch.Tensor] | None = None,
                      tokens: int | None = None, fused: bool | None = None,
                      decoding: str = "sequential", window: int | None = None,
-                     stats: Any = None, capacity_step: int = CAPACITY_STEP) -> torch.Tensor:
+                     stats: Any = None, capacity_step: int = CAPACITY_STEP,
+                     prefix: PromptPass | None = None) -> torch.Tensor:
     """Image-token ids [n, image_seq_length] (on the CPU). `prompt` ends with BOI.
 
     `uncond` (ending with BOI) turns CFG on; None turns it off. `record`, if given,
@@ -242,6 +272,8 @@ def sample_image_ids(bb: Backbone, prompt: list[int], uncond: list[int] | None, 
     (`window` drafts per pass, `stats` an `sjd.SJDStats` that receives the pass count;
     with SJD, `record` receives one [total, K] tensor per image). `capacity_step`: the
     cache's length is rounded up to a multiple of it (benchmarks measure what that costs).
+    `prefix`: the router's pass over the prompt's start, continued by the prefill
+    (`ImageEngine.prefill`); the pictures are those drawn without it.
     """
     from yoc_assistant.backbone import sjd
 
@@ -254,7 +286,8 @@ def sample_image_ids(bb: Backbone, prompt: list[int], uncond: list[int] | None, 
         compiled = False
     rows = [prompt] * n + ([uncond] * n if uncond is not None else [])
     needed = max(len(r) for r in rows) + total
-    setup: dict[str, Any] = {"decoding": decoding, "stats": stats, "capacity_step": max(1, int(capacity_step))}
+    setup: dict[str, Any] = {"decoding": decoding, "stats": stats, "capacity_step": max(1, int(capacity_step)),
+                             "prefix": prefix}
     if decoding == "sjd":
         setup["window"] = sjd.default_window(bb.device) if window is None else max(1, int(window))
         needed += sjd.extra_capacity(setup["window"])
@@ -318,14 +351,14 @@ def _run(engine: ImageEngine, rows: list[list[int]], total: int, *, n: int, extr
 
         return sjd.sample(engine, rows, total, n=n, extra=extra, knobs=knobs, seeds=seeds,
                           on_progress=on_progress, window=setup["window"], stats=setup["stats"],
-                          record=record, pass_fn=engine.sjd_pass())
+                          record=record, pass_fn=engine.sjd_pass(), prefix=setup.get("prefix"))
     noise = (torch.zeros(total, n, 1, device=device) if greedy  # unused by greedy steps
              else draw_noise(seeds, total, width, device))
     prompt_len = max(len(r) for r in rows)
     slots = torch.arange(prompt_len, prompt_len + total, device=device)
     steps = torch.arange(total, device=device)
     with torch.inference_mode():
-        hidden = engine.prefill(rows, extra)
+        hidden = engine.prefill(rows, extra, setup.get("prefix"))
         if record is not None:
             record.append(_mixed(engine, hidden, n, cfg, float(cfg_scale)))
         engine.emit(engine.choose(hidden, noise[0], knobs), steps[0], cfg)

@@ -41,7 +41,7 @@ from yoc_assistant.backbone import network
 from yoc_assistant.backbone.sampling import filter_logits
 
 if TYPE_CHECKING:
-    from yoc_assistant.backbone.core import ExtraTokens
+    from yoc_assistant.backbone.core import ExtraTokens, PromptPass
     from yoc_assistant.backbone.imagegen import ImageEngine
 
 # Drafts per pass. On a GPU a pass of 2 x 17 tokens reads the weights once, as a pass of 2
@@ -159,12 +159,14 @@ def sample(engine: ImageEngine, rows: list[list[int]], total: int, *, n: int, ex
            knobs: dict[str, Any], seeds: Sequence[int], on_progress: Callable[[int, int], None] | None,
            window: int = DEFAULT_WINDOW, stats: SJDStats | None = None,
            record: list[torch.Tensor] | None = None,
-           pass_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+           pass_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
+           prefix: PromptPass | None = None) -> torch.Tensor:
     """Image-token BPE ids [n, total] (CPU) drawn with SJD; `rows` as for the sequential loop.
 
     `record`, if given, receives per image a [total, K] tensor of the mixed logits each token
     was accepted under (tests compare them with a full recompute). `pass_fn` replaces
-    `window_pass` (the compiled one on CUDA).
+    `window_pass` (the compiled one on CUDA). `prefix`: the router's pass, continued by
+    the prefill (`ImageEngine.prefill`).
     """
     stats = stats if stats is not None else SJDStats()
     run_pass = pass_fn or window_pass
@@ -177,7 +179,7 @@ def sample(engine: ImageEngine, rows: list[list[int]], total: int, *, n: int, ex
     lead = window
     kept = [torch.zeros(total, width_k) for _ in range(n)] if record is not None else None
     with torch.inference_mode():
-        hidden = engine.prefill(rows, extra)
+        hidden = engine.prefill(rows, extra, prefix)
         logits = engine.image_logits(hidden)
         if knobs["cfg"]:
             logits = logits[n:] + knobs["scale"] * (logits[:n] - logits[n:])

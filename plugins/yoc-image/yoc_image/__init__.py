@@ -43,6 +43,7 @@ class ImageModality(Modality):
             ctx.forced_prompt(self.group), n=n, extra=ctx.extra, cfg_scale=request.cfg_scale,
             temperature=TEMPERATURE if request.temperature is None else request.temperature,
             seed=request.seed, on_progress=ctx.on_progress, decoding=getattr(request, "decoding", None),
+            prefix=ctx.prompt_pass,  # the router already ran the prompt: the prefill continues it
         )
         seeds = list(result.seeds) or [request.seed] * n
         for i, (image, path) in enumerate(zip(result.images, paths, strict=True)):
@@ -55,4 +56,4 @@ class ImageModality(Modality):
 def yoc_modalities() -> list[Modality]:
     return [ImageModality(name="image", group=GROUP, group_size=GROUP_SIZE,
                           description="draws pictures (PNG files)", aliases=("draw",),
-                          example_requests=phrasings.IMAGE_REQUESTS)]
+                          example_requests=phrasings.IMAGE_REQUESTS, uses_prompt_pass=True)]
