@@ -192,3 +192,34 @@ def test_ask_about_a_concept(tiny: Path, capsys) -> None:
         main(["ask", "where is <rex> ?"])
     assert exit_info.value.code == 3
     assert "unknown concept <rex>; known concepts: <bo>" in capsys.readouterr().err
+
+
+class CountingPattern:
+    """The mention regex, counting the texts it scans."""
+
+    def __init__(self, real) -> None:  # noqa: ANN001
+        self.real, self.scans = real, 0
+
+    def finditer(self, text: str):  # noqa: ANN201
+        self.scans += 1
+        return self.real.finditer(text)
+
+
+@pytest.mark.parametrize("command", [["draw", "draw <bo> ."], ["ask", "is <bo> red ?", "--max-tokens", "3"]])
+def test_one_request_parses_its_mentions_once(tiny: Path, yoc_home: Path, command: list[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from assistant_helpers import make_ready_concept, tiny_backbone
+
+    from yoc_assistant.assistant import mentions
+    from yoc_assistant.library import Library
+
+    with Library.open() as library:
+        make_ready_concept(library, tiny_backbone(), "bo")
+    pattern = CountingPattern(mentions.MENTION_RE)
+    monkeypatch.setattr(mentions, "MENTION_RE", pattern)
+    # Checked against the library, concepts loaded, routed, the prompt built, the answer
+    # made and logged: all from one parse of the request's text.
+    result = run(*command, "--seed", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["concept"] == "bo"
+    assert pattern.scans == 1

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from yoc_assistant.assistant.mentions import mentioned_names
 from yoc_assistant.assistant.modality import Request, Response
 from yoc_assistant.library import paths
 from yoc_assistant.library.core import Library
@@ -100,7 +99,7 @@ class ConversationLog:
             "modality": response.modality if response is not None else None,
             "forced": int(bool(response.forced)) if response is not None else None,
             "route": json.dumps(response.probabilities) if response is not None else None,
-            "concepts": json.dumps(mentioned_names(request.text)),
+            "concepts": json.dumps(request.mentions().names),
             "pictures": json.dumps(pictures), "seed": request.seed,
             "backbone": getattr(backbone, "name", None),
             "backbone_fingerprint": getattr(backbone, "fingerprint", None),

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from yoc_assistant.assistant.mentions import mentioned_names
 from yoc_assistant.assistant.modality import ProgressFn, Request, RespondContext, Response, TextFn
 from yoc_assistant.assistant.plugins import PluginManager
 from yoc_assistant.assistant.router import RouteDecision, Router, concept_names, default_log_path
@@ -37,10 +36,10 @@ def ready_concept(library: Any, name: str) -> Any:
     return row
 
 
-def check_mentions(library: Any, text: str) -> list[str]:
+def check_mentions(library: Any, request: Request) -> list[str]:
     """Refuse a request whose `<name>`s are unknown or untrained, before any backbone is
     loaded (the library alone knows); returns the mentioned names."""
-    names = mentioned_names(text)
+    names = request.mentions().names
     for name in names:
         ready_concept(library, name)
     return names
@@ -86,7 +85,7 @@ class Assistant:
 
     # -- answering -----------------------------------------------------------------
     def route(self, request: Request) -> tuple[RouteDecision, Any]:
-        concepts = self.load_concepts(mentioned_names(request.text))
+        concepts = self.load_concepts(request.mentions().names)
         return self.router.route(request, concepts), concepts
 
     def respond(self, request: Request, *, on_text: TextFn | None = None,
@@ -99,11 +98,12 @@ class Assistant:
         prompt_pass, decision.prompt_pass = decision.prompt_pass, None
         if prompt_pass is not None and not modality.uses_prompt_pass:
             prompt_pass.take_cache()  # its KV cache would only hold memory while this answers
+        names = concept_names(request.mentions(), concepts)
         ctx = RespondContext(
             backbone=self.backbone, prompt_ids=list(decision.prompt_ids), concepts=concepts,
-            concept=decision.concept, concept_names=concept_names(request.text, concepts),
+            concept=decision.concept, concept_names=names,
             decision=decision, out=self._out(request), on_text=on_text, on_progress=on_progress,
-            metadata=self._metadata(request, concepts), prompt_pass=prompt_pass,
+            metadata=self._metadata(request, names), prompt_pass=prompt_pass,
         )
         try:
             response = modality.respond(request, ctx)
@@ -128,12 +128,12 @@ class Assistant:
 
         return paths.pictures_dir()
 
-    def _metadata(self, request: Request, concepts: Any) -> dict[str, str]:
+    def _metadata(self, request: Request, names: list[str]) -> dict[str, str]:
         from yoc_assistant import __version__
 
         return {
             "prompt": request.text,
-            "concepts": ",".join(concept_names(request.text, concepts)),
+            "concepts": ",".join(names),
             "backbone": str(getattr(self.backbone, "name", "")),
             "backbone_fingerprint": str(getattr(self.backbone, "fingerprint", "")),
             "software": f"yoc {__version__}",

@@ -6,7 +6,7 @@ kept for display, for `/retry`, and for saving a transcript.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +63,7 @@ class Conversation:
 
             raise UserInputError("nothing to retry yet")
         last = self.turns[-1].request
-        return self.ask(Request(**{**last.__dict__, "seed": None}), **callbacks)
+        return self.ask(replace(last, seed=None), **callbacks)
 
     @property
     def concepts(self) -> list[str]:

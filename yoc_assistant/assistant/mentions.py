@@ -24,24 +24,52 @@ def find_mentions(text: str) -> list[Mention]:
     return [Mention(m.group(1), m.start(), m.end()) for m in MENTION_RE.finditer(text)]
 
 
-def mentioned_names(text: str) -> list[str]:
-    """Distinct mentioned names in order of first mention (case as first written;
-    two spellings that differ only in case count once, as names are unique ignoring case)."""
-    seen: dict[str, str] = {}
-    for mention in find_mentions(text):
-        seen.setdefault(mention.name.lower(), mention.name)
-    return list(seen.values())
+@dataclass(frozen=True)
+class Mentions:
+    """One parse of a text's mentions. A request is parsed once (`Request.mentions()`) and
+    every step that needs its mentions (checking them, loading the concepts, routing, the
+    prompt, the log) reads that parse instead of scanning the text again."""
+
+    text: str
+    found: tuple[Mention, ...]
+
+    @classmethod
+    def of(cls, text: str) -> Mentions:
+        return cls(text, tuple(find_mentions(text)))
+
+    @property
+    def names(self) -> list[str]:
+        """Distinct mentioned names in order of first mention (case as first written;
+        two spellings that differ only in case count once, as names are unique ignoring case)."""
+        seen: dict[str, str] = {}
+        for mention in self.found:
+            seen.setdefault(mention.name.lower(), mention.name)
+        return list(seen.values())
+
+    def pieces(self) -> list[str | Mention]:
+        """Text pieces and mentions in order; empty pieces are dropped."""
+        parts: list[str | Mention] = []
+        pos = 0
+        for mention in self.found:
+            if mention.start > pos:
+                parts.append(self.text[pos:mention.start])
+            parts.append(mention)
+            pos = mention.end
+        if pos < len(self.text):
+            parts.append(self.text[pos:])
+        return parts
 
 
-def split_mentions(text: str) -> list[str | Mention]:
+def parsed(text: str | Mentions) -> Mentions:
+    """`text`'s mentions: parsed now, or the parse itself when given one."""
+    return text if isinstance(text, Mentions) else Mentions.of(text)
+
+
+def mentioned_names(text: str | Mentions) -> list[str]:
+    """Distinct mentioned names in order of first mention (see `Mentions.names`)."""
+    return parsed(text).names
+
+
+def split_mentions(text: str | Mentions) -> list[str | Mention]:
     """Text pieces and mentions in order; empty pieces are dropped."""
-    parts: list[str | Mention] = []
-    pos = 0
-    for mention in find_mentions(text):
-        if mention.start > pos:
-            parts.append(text[pos:mention.start])
-        parts.append(mention)
-        pos = mention.end
-    if pos < len(text):
-        parts.append(text[pos:])
-    return parts
+    return parsed(text).pieces()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from yoc_assistant.assistant.mentions import Mentions
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -42,6 +44,14 @@ class Request:
     temperature: float | None = None  # None: the modality's default
     decoding: str | None = None  # how pictures are drawn ("sjd" | "sequential"); None: the backbone's default
     out: Path | None = None  # file or folder for what a modality writes
+    _mentions: Mentions | None = field(default=None, init=False, repr=False, compare=False)
+
+    def mentions(self) -> Mentions:
+        """`text`'s concept mentions, parsed once: checking, loading, routing, the prompt and
+        the log all read this parse (parsed again only if `text` is changed)."""
+        if self._mentions is None or self._mentions.text != self.text:
+            self._mentions = Mentions.of(self.text)
+        return self._mentions
 
 
 @dataclass

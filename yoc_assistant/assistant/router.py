@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from yoc_assistant.assistant.mentions import Mention, mentioned_names, split_mentions
+from yoc_assistant.assistant.mentions import Mention, Mentions, parsed
 from yoc_assistant.assistant.wordings import asks_for_description, unknown_words
 from yoc_assistant.errors import UserInputError, YocError
 
@@ -54,9 +54,16 @@ def prompt_text(backbone: Any, request: Request) -> str:
     """The words the backbone reads for `request`: the user's, or the backbone's own
     captioning prompt for a request to describe the attached photo."""
     caption = getattr(backbone, "caption_prompt", None)
-    if caption and request.images and asks_for_description(request.text):
+    if caption and request.images and asks_for_description(request.mentions()):
         return caption
     return request.text
+
+
+def prompt_mentions(backbone: Any, request: Request) -> Mentions:
+    """The mentions of what the backbone reads (`prompt_text`): the request's own parse,
+    or the captioning prompt's."""
+    text = prompt_text(backbone, request)
+    return request.mentions() if text == request.text else Mentions.of(text)
 
 
 @dataclass
@@ -94,24 +101,25 @@ def concept_groups(concepts: Any, name: str, group: str) -> list[int] | None:
     return ids or None
 
 
-def concept_names(text: str, concepts: Any) -> list[str]:
+def concept_names(text: str | Mentions, concepts: Any) -> list[str]:
     """The loaded concepts `text` mentions, as the ConceptSet names them, in mention order
     (mentions match names ignoring case, as concept names are unique ignoring case)."""
     if concepts is None:
         return []
     loaded = {str(n).lower(): str(n) for n in concepts.names}
-    return [loaded[m.lower()] for m in mentioned_names(text) if m.lower() in loaded]
+    return [loaded[m.lower()] for m in parsed(text).names if m.lower() in loaded]
 
 
-def request_parts(text: str, concepts: Any, images: list[Any] | None = None) -> list[Any]:
+def request_parts(text: str | Mentions, concepts: Any, images: list[Any] | None = None) -> list[Any]:
     """Prompt parts for `bb.prompt_ids`: the personalized prompt of each mentioned
     concept, the images, then the user text with every `<name>` replaced by its
     identifier token (a mention of a concept that is not loaded stays as text)."""
-    names = concept_names(text, concepts)
+    mentions = parsed(text)
+    names = concept_names(mentions, concepts)
     parts: list[Any] = [list(concepts.prompt_ids(name)) for name in names]
     parts.extend(images or [])
     canonical = {n.lower(): n for n in names}
-    for piece in split_mentions(text):
+    for piece in mentions.pieces():
         if isinstance(piece, Mention) and piece.name.lower() in canonical:
             parts.append([int(concepts.identifier_id(canonical[piece.name.lower()]))])
         elif isinstance(piece, Mention):
@@ -130,12 +138,12 @@ class Router:
 
     def build_prompt(self, request: Request, concepts: Any = None) -> list[int]:
         """BOS + concept prompts + images + user text (mentions -> identifiers) + separator."""
-        parts = request_parts(prompt_text(self.backbone, request), concepts, list(request.images))
+        parts = request_parts(prompt_mentions(self.backbone, request), concepts, list(request.images))
         return list(self.backbone.prompt_ids(parts, end_turn=True))
 
     def check_words(self, request: Request) -> None:
         """Refuse words the backbone cannot read (UnknownWordsError), before any pass."""
-        words = unknown_words(self.backbone, prompt_text(self.backbone, request))
+        words = unknown_words(self.backbone, prompt_mentions(self.backbone, request))
         if words:
             raise UnknownWordsError(self.backbone, words)
 
@@ -146,7 +154,7 @@ class Router:
         if not modalities:
             raise YocError("no modality plugins are loaded: install plugins/yoc-text and "
                            "plugins/yoc-image (see `yoc plugins`), or check YOC_LOAD_PLUGINS")
-        names = concept_names(request.text, concepts)
+        names = concept_names(request.mentions(), concepts)
         if prompt_ids is None:
             self.check_words(request)
             prompt_ids = self.build_prompt(request, concepts)

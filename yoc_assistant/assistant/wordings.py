@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from yoc_assistant.assistant.mentions import find_mentions
+from yoc_assistant.assistant.mentions import Mentions, parsed
 
 _DESCRIBE = re.compile(
     r"""^\s*(?:please\s+|can\s+you\s+|could\s+you\s+)?(?:
@@ -27,19 +27,21 @@ _DESCRIBE = re.compile(
     )""", re.IGNORECASE | re.VERBOSE)
 
 
-def asks_for_description(text: str) -> bool:
+def asks_for_description(text: str | Mentions) -> bool:
     """Whether `text` asks what an attached photo shows (and names no concept)."""
-    return not find_mentions(text) and bool(_DESCRIBE.match(text))
+    mentions = parsed(text)
+    return not mentions.found and bool(_DESCRIBE.match(mentions.text))
 
 
-def unknown_words(backbone: Any, text: str) -> list[str]:
+def unknown_words(backbone: Any, text: str | Mentions) -> list[str]:
     """Distinct words of `text` (outside `<name>` mentions) the tokenizer cannot spell."""
     tokenizer = backbone.tokenizer
     unk = getattr(tokenizer, "unk_token_id", None)
-    if unk is None or not text:
+    mentions = parsed(text)
+    if unk is None or not mentions.text:
         return []
-    plain = text
-    for mention in reversed(find_mentions(text)):
+    plain = mentions.text
+    for mention in reversed(mentions.found):
         plain = plain[:mention.start] + " " + plain[mention.end:]
     encoded = tokenizer(plain, add_special_tokens=False, return_offsets_mapping=True)
     found: dict[str, str] = {}

@@ -35,7 +35,7 @@ def _load_images(paths: tuple[Path, ...]) -> list[Any]:
     return [normalize_file(Path(p)).image for p in paths]
 
 
-def _assistant(precision: str, quiet: bool, text: str, mode: str | None) -> Any:
+def _assistant(precision: str, quiet: bool, request: Any, mode: str | None) -> Any:
     """The assistant for one request. The request's concepts and --mode are checked
     first: the library and the plugins know them, the backbone (and torch) is not needed."""
     from yoc_assistant.assistant import Assistant, PluginManager
@@ -47,7 +47,7 @@ def _assistant(precision: str, quiet: bool, text: str, mode: str | None) -> Any:
     if mode is not None:
         plugins.modality(mode)
     library = open_library()
-    check_mentions(library, text)
+    check_mentions(library, request)
     backbone = open_backbone("inference", precision, quiet=quiet)
     return Assistant(backbone, library, plugins)
 
@@ -90,7 +90,7 @@ def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, se
 
     request = with_seed(Request(text=text, images=_load_images(images), mode=mode, seed=seed,
                                 max_tokens=max_tokens, out=out))
-    assistant = _assistant(precision, quiet or as_json, text, mode)
+    assistant = _assistant(precision, quiet or as_json, request, mode)
     streamed: list[str] = []
 
     def on_route(decision: Any) -> None:
@@ -152,15 +152,14 @@ def draw(text: str, out: Path | None, seed: int | None, n: int, cfg: float | Non
     from yoc_assistant.app.conversation_log import log_request, with_seed
     from yoc_assistant.assistant import Request
 
-    assistant = _assistant(precision, quiet or as_json, text, DRAW)
-    mode = assistant.plugins.modality(DRAW).name  # the modality that draws
+    request = with_seed(Request(text=text, seed=seed, n=n, cfg_scale=cfg, out=out, decoding=decoding))
+    assistant = _assistant(precision, quiet or as_json, request, DRAW)
     routed = None
     if explain:
-        routed, _ = assistant.route(Request(text=text))
+        routed, _ = assistant.route(request)  # what the router would choose: no mode set yet
         if not as_json:
             click.echo(routed.explain(), err=True)
-    request = with_seed(Request(text=text, mode=mode, seed=seed, n=n, cfg_scale=cfg, out=out,
-                                decoding=decoding))
+    request.mode = assistant.plugins.modality(DRAW).name  # the modality that draws
     with progress(f"Drawing {n} picture{'s' if n > 1 else ''}", quiet=quiet or as_json) as on_progress, \
             log_request(assistant.library, request, source="draw", backbone=assistant.backbone) as entry:
         response = entry.response = assistant.respond(request, on_progress=on_progress)
