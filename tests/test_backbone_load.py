@@ -238,3 +238,22 @@ def test_a_checkpoint_header_is_read_once_per_file_version(tmp_path: Path) -> No
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     loading.tensor_shapes(folder)
     assert loading._read_header.cache_info().misses == files + 1
+
+
+def test_config_json_is_parsed_once_per_file_version(tmp_path: Path) -> None:
+    """Loading (name, validation, guidance, caption prompt) and the training recipe share
+    one parse of config.json; a rewritten file is parsed again."""
+    import json
+
+    from yoc_assistant.backbone import loading
+    from yoc_assistant.backbone.tiny import write_tiny_checkpoint
+
+    folder = write_tiny_checkpoint(tmp_path / "ckpt")
+    loading._parse_json.cache_clear()
+    bb = Backbone.load(str(folder), precision="fp32", device="cpu")
+    assert loading.recipe_of(bb.checkpoint_dir) == {}
+    assert loading._parse_json.cache_info().misses == 1
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "yoc_recipe": {"steps": 7}}))
+    assert loading.recipe_of(folder) == {"steps": 7}
+    assert loading._parse_json.cache_info().misses == 2

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import types
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -53,9 +54,24 @@ DEFAULT_CFG_SCALE = 3.0  # Anole's usual guidance
 def _yoc_setting(folder: Path, key: str) -> Any:
     """A `yoc_*` key of the checkpoint's config.json (None if absent or unreadable)."""
     try:
-        return json.loads((folder / "config.json").read_text()).get(key)
+        return config_json(folder).get(key)
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def config_json(folder: Path) -> Any:
+    """The checkpoint's config.json, parsed once per file version: the display name,
+    validation, the guidance, the caption prompt and the training recipe all read it (an
+    Anole config.json carries the whole vocabulary map). Raises OSError, ValueError."""
+    file = folder / "config.json"
+    stat = file.stat()
+    return _parse_json(str(file), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_json(file: str, _mtime_ns: int, _size: int) -> Any:
+    data = json.loads(Path(file).read_text())
+    return types.MappingProxyType(data) if isinstance(data, dict) else data  # shared: read-only
 
 
 def _display_name(folder: Path) -> str:
@@ -219,7 +235,7 @@ def _read_config(config_file: Path) -> Any:
     from transformers import ChameleonConfig
 
     try:
-        raw = json.loads(config_file.read_text())
+        raw = config_json(config_file.parent)
     except ValueError as err:
         raise BackboneError(f"{config_file}: not valid JSON ({err})") from err
     if raw.get("model_type") != "chameleon":
