@@ -170,3 +170,23 @@ def test_one_clip_per_job(lib: Library, byte_bb: Backbone, tmp_path: Path,
                                                    init_from_photos=False, mirror_photos=False))
     assert "clip_i" in outcome.metrics, outcome.notes  # CLIP was used for checkpoint choice too
     assert loads == ["clip"]
+
+
+def test_a_job_fetches_the_concept_row_once(lib: Library, bb: Backbone, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row is fetched once and passed down (photos, runs folder, concept file); only the
+    writes read it again, inside their transactions (start_run; set_vectors and its result)."""
+    from yoc_assistant.app.training import train_concept_job
+
+    add(lib, tmp_path, "bo", 2)
+    fetched: list[str] = []
+    real = lib.get_concept
+
+    def counting(name: str):  # noqa: ANN202
+        fetched.append(name)
+        return real(name)
+
+    monkeypatch.setattr(lib, "get_concept", counting)
+    outcome = train_concept_job(lib, "bo", backbone=bb, config=TrainConfig(max_steps=1, batch_size=2))
+    assert not outcome.cancelled and outcome.vectors_path is not None
+    assert len(fetched) == 4, fetched

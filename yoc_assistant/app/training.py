@@ -146,8 +146,10 @@ def train_concept_job(library: Any, name: str, *, backbone: Backbone | None = No
     the user's choices) over the backbone's recommended recipe over TrainConfig's
     defaults: the one rule every entry point (add-concept, train, the chat app, the
     demo) trains by."""
+    # Fetched once, before any slow load (a clear message), and passed down: what the job
+    # reads of it (id, uid, name, about) does not change while it trains.
+    concept = library.require_concept(name)
     if config is None:
-        library.require_concept(name)  # a clear message before any slow load
         if backbone is None:
             from yoc_assistant.app.backbones import open_backbone
 
@@ -159,7 +161,6 @@ def train_concept_job(library: Any, name: str, *, backbone: Backbone | None = No
                                      on_note=say)
         config = config_from_options(options or {}, recipe=backbone_recipe(backbone))
     config.validate()
-    concept = library.require_concept(name)
     main = is_main_process()
     run_id = library.start_run(concept.name, config=asdict(config)) if main else None
     try:
@@ -200,7 +201,7 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
     modalities = plugins.get_modalities()
     groups = plugins.group_sizes() or dict(DEFAULT_GROUPS)
     clip = SharedClip(device)  # one CLIP for pool ranking and checkpoint choice
-    job = select_images(library, name, seed=config.seed, clip=clip)
+    job = select_images(library, concept, seed=config.seed, clip=clip)
     note(job.notes)
     words = initial_words(bb, library, job) if config.init_from_photos else []
     if words:
@@ -214,7 +215,7 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
     eval_notes: list[str] = []
     evaluator = make_evaluator(bb, library, name, job, eval_notes, shared_clip=clip)
     note(eval_notes)
-    run_dir = library.concept_runs_dir(name)
+    run_dir = library.concept_runs_dir(concept)
     if not resume and run_id is not None:
         clear_run_dir(run_dir)
     recorder = _RunRecorder(library, run_id, on_event) if run_id is not None else on_event
@@ -233,7 +234,7 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
         if result.cancelled:
             library.finish_run(run_id, "interrupted", metrics=metrics)
         else:
-            path = _save(library, name, bb, result, metrics, quality)
+            path = _save(library, concept, bb, result, metrics, quality)
             library.finish_run(run_id, "done", metrics={**metrics, "quality": quality})
     outcome = _outcome(name, path, metrics, result, run_id, notes, bb, started)
     outcome.quality = quality
@@ -257,13 +258,14 @@ def _metrics(result: TrainResult, examples: Sequence[Any], bb: Backbone, notes: 
     return out
 
 
-def _save(library: Any, name: str, bb: Backbone, result: TrainResult, metrics: dict[str, Any],
+def _save(library: Any, concept: Any, bb: Backbone, result: TrainResult, metrics: dict[str, Any],
           quality: dict[str, Any]) -> Path:
     """The concept file first (atomic), then the row that points at it."""
+    name = concept.name
     chosen = result.vectors
     chosen.metadata.update({"trained_steps": str(result.step),
                             "best_step": str(result.best_step if result.best_step is not None else result.step)})
-    path = chosen.save(vectors_file(library, name, bb), bb)
+    path = chosen.save(vectors_file(library, concept, bb), bb)
     library.set_vectors(name, path, metrics, status="ready", backbone=str(bb.source),
                         backbone_fingerprint=str(bb.fingerprint), quality=quality)
     return path

@@ -112,15 +112,15 @@ class Library(RunsAndCachesMixin):
         path = Path(stored)
         return path if path.is_absolute() else self.home / path
 
-    def concept_dir(self, name: str) -> Path:
+    def concept_dir(self, concept: str | Concept) -> Path:
         """Folder for a concept's vector files (stable across renames; created)."""
-        folder = paths.concepts_dir(self.home) / self.require_concept(name).uid
+        folder = paths.concepts_dir(self.home) / self.concept_row(concept).uid
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def concept_runs_dir(self, name: str) -> Path:
+    def concept_runs_dir(self, concept: str | Concept) -> Path:
         """Folder for a concept's training checkpoints (created)."""
-        folder = paths.runs_dir(self.home) / self.require_concept(name).uid
+        folder = paths.runs_dir(self.home) / self.concept_row(concept).uid
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
@@ -162,6 +162,12 @@ class Library(RunsAndCachesMixin):
             " No concepts yet: add one with `yoc add-concept PHOTOS --name NAME`." if not names else ""
         )
         raise NotFoundError(f"no concept named {name!r}.{hint}")
+
+    def concept_row(self, concept: str | Concept) -> Concept:
+        """The row of a concept named, or the row itself when a caller that already fetched
+        it passes it down (what the readers that take either use of it, id and uid, never
+        changes: a rename keeps them)."""
+        return concept if isinstance(concept, Concept) else self.require_concept(concept)
 
     def list_concepts(self, *, check_files: bool = False) -> list[Concept]:
         """All concepts by name; `check_files`: each vector file is validated, and a concept
@@ -414,8 +420,8 @@ class Library(RunsAndCachesMixin):
                            height=row["height"], role=role, note=row.get("note"),
                            original_name=row.get("original_name"))
 
-    def concept_images(self, name: str, role: str | None = None) -> list[ImageRecord]:
-        concept = self.require_concept(name)
+    def concept_images(self, concept: str | Concept, role: str | None = None) -> list[ImageRecord]:
+        concept = self.concept_row(concept)
         sql = ("SELECT i.*, ci.role, ci.note FROM concept_images ci JOIN images i USING (sha256) "
                "WHERE ci.concept_id = ?")
         args: list[Any] = [concept.id]

@@ -62,18 +62,20 @@ class JobData:
     notes: list[str]
 
 
-def select_images(library: Any, name: str, *, seed: int, clip_device: str = "cpu",
+def select_images(library: Any, concept: Any, *, seed: int, clip_device: str = "cpu",
                   clip: SharedClip | None = None) -> JobData:
     """The concept's photos (all of them train), the views that check the checkpoints,
-    and ranked pool images (or notes why not)."""
+    and ranked pool images (or notes why not). `concept`: its name, or the library's row
+    (a job fetches it once and passes it down)."""
     from yoc_assistant.personalize import retrieval
     from yoc_assistant.personalize.imagetokens import shifted
 
-    positives = sorted(r.sha256 for r in library.concept_images(name, "positive"))
+    name = concept if isinstance(concept, str) else concept.name
+    positives = sorted(r.sha256 for r in library.concept_images(concept, "positive"))
     if not positives:
         raise UserInputError(f"concept {name!r} has no photos to train on; add some with "
                              f"`yoc add-concept PHOTOS --name {name}`")
-    tests = sorted(r.sha256 for r in library.concept_images(name, "test"))
+    tests = sorted(r.sha256 for r in library.concept_images(concept, "test"))
     held = tests or [shifted(p) for p in positives]
     notes: list[str] = []
     pool = [r.sha256 for r in library.pool_images()]
@@ -204,6 +206,7 @@ def make_evaluator(bb: Backbone, library: Any, name: str, job: JobData, notes: l
     return evaluator
 
 
-def vectors_file(library: Any, name: str, bb: Backbone) -> Path:
-    """One file per backbone, so retraining on another backbone never clobbers this one."""
-    return library.concept_dir(name) / f"vectors-{str(bb.fingerprint)[:12]}.safetensors"
+def vectors_file(library: Any, concept: Any, bb: Backbone) -> Path:
+    """One file per backbone, so retraining on another backbone never clobbers this one.
+    `concept`: its name, or the library's row of it."""
+    return library.concept_dir(concept) / f"vectors-{str(bb.fingerprint)[:12]}.safetensors"
