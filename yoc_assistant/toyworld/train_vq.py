@@ -152,7 +152,8 @@ def load_from_backbone(model: ToyVQ, folder: Path) -> None:
     fine-tuned codebook keeps most codes' meaning and the backbone can continue."""
     tensors = load_tensors(folder / "model.safetensors")
     vq = {k[len("model.vqmodel."):]: v for k, v in tensors.items() if k.startswith("model.vqmodel.")}
-    model.vq.load_state_dict({k: v for k, v in vq.items() if not k.startswith("decoder.")})
+    own = set(model.vq.state_dict())  # without mid attention, its weights are left out
+    model.vq.load_state_dict({k: v for k, v in vq.items() if not k.startswith("decoder.") and k in own})
     model.decoder.load_state_dict({k[8:]: v for k, v in vq.items() if k.startswith("decoder.")})
     with torch.no_grad():
         model.ema_sum.copy_(model.codebook)
@@ -192,7 +193,8 @@ def load_vq(folder: Path) -> ToyVQ:
 
 
 def train(steps: int, batch: int, pool_size: int, seed: int, out: Path, lr: float = 2e-3,
-          save_every: int = 250, bf16: bool = True, init_from: Path | None = None) -> dict[str, float]:
+          save_every: int = 250, bf16: bool = True, init_from: Path | None = None,
+          config: dict[str, Any] | None = None) -> dict[str, float]:
     set_threads()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -200,7 +202,7 @@ def train(steps: int, batch: int, pool_size: int, seed: int, out: Path, lr: floa
     pool = render_pool(pool_size, seed)
     held = render_pool(256, seed + 1)
     print(f"[vq] rendered {pool_size} scenes in {time.time() - t0:.0f}s", flush=True)
-    model = ToyVQ().train()
+    model = ToyVQ(config).train()
     if init_from is not None:
         load_from_backbone(model, init_from)
         print(f"[vq] from {init_from}: {evaluate(model, held)}", flush=True)
@@ -246,13 +248,18 @@ def main(argv: list[str] | None = None) -> None:
                     help="bf16 autocast (slower than fp32 for these small convs on CPU)")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="fine-tune the VQ-VAE of this toy backbone directory instead of starting fresh")
+    ap.add_argument("--no-mid-attention", action="store_true",
+                    help="encoder without its mid attention block (attn_type none): an experiment on "
+                         "token locality (docs/toyworld.md)")
     ap.add_argument("--quick", action="store_true", help="a few steps (CI)")
     args = ap.parse_args(argv)
     if args.quick:
         args.steps, args.batch, args.pool = 20, 16, 256
+    config = {**VQ_CONFIG, "attn_type": "none"} if args.no_mid_attention else None
     out = args.out or work_dir() / "vq"
     metrics = train(args.steps, args.batch, args.pool, args.seed, out, lr=args.lr,
-                    save_every=max(1, min(100, args.steps)), bf16=args.bf16, init_from=args.init_from)
+                    save_every=max(1, min(100, args.steps)), bf16=args.bf16, init_from=args.init_from,
+                    config=config)
     print(f"[vq] done: {metrics} -> {out}", flush=True)
 
 
