@@ -4,6 +4,7 @@ KV cache) is where the text answer continues from, with the same answer."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from assistant_helpers import make_ready_concept, tiny_backbone
@@ -123,3 +124,31 @@ def test_a_routed_drawing_runs_the_prompt_once(bb, tmp_path: Path, decoding: str
         assert routed[2] == (1, 2)  # [BOS, BOI] once, for CFG's two unconditional rows
     assert routed[3 if cfg else 2][0] == (4 if cfg else 2)  # then the image tokens, every row
     assert routed_pictures == forced_pictures  # the same pictures as without the router's pass
+
+
+def test_a_forced_drawing_that_is_explained_runs_the_prompt_once(bb, tmp_path: Path,  # noqa: ANN001
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`yoc draw --explain`: the routing pass runs for its probabilities, the mode still
+    wins, and the drawing continues from that pass (same pictures as unexplained)."""
+    with Library.open() as library:
+        make_ready_concept(library, bb, "bo")
+        assistant = Assistant(bb, library, image_only(), log_path=tmp_path / "router.jsonl")
+
+        def draw(score: bool, out: str) -> tuple[list[tuple[int, int]], list[bytes], Any]:
+            request = Request("draw <bo> .", mode="image", seed=5, n=1, cfg_scale=1.0,
+                              decoding="sequential", out=tmp_path / out)
+            routes: list[Any] = []
+            with monkeypatch.context() as patch:
+                seen = count_positions(bb, patch)
+                response = assistant.respond(request, score=score, on_route=routes.append)
+            return seen, [p.read_bytes() for p in response.image_paths], routes[0]
+
+        plain, plain_pictures, unscored = draw(False, "plain")
+        explained, pictures, scored = draw(True, "explained")
+        prompt = assistant.router.build_prompt(Request("draw <bo> ."), assistant.load_concepts(["bo"]))
+    assert unscored.probabilities == {} and unscored.model_choice is None
+    assert scored.forced and scored.modality == "image" and set(scored.probabilities) == {"image"}
+    assert scored.model_choice == "image" and "the model would choose image" in scored.explain()
+    assert [t for _, t in explained if t >= len(prompt)] == [len(prompt)]  # once, the routing pass
+    assert sum(r * t for r, t in explained) == sum(r * t for r, t in plain)
+    assert pictures == plain_pictures

@@ -84,14 +84,17 @@ class Assistant:
         return ready_concept(self.library, name)
 
     # -- answering -----------------------------------------------------------------
-    def route(self, request: Request) -> tuple[RouteDecision, Any]:
+    def route(self, request: Request, *, score: bool = False) -> tuple[RouteDecision, Any]:
         concepts = self.load_concepts(request.mentions().names)
-        return self.router.route(request, concepts), concepts
+        return self.router.route(request, concepts, score=score), concepts
 
     def respond(self, request: Request, *, on_text: TextFn | None = None,
                 on_progress: ProgressFn | None = None,
-                on_route: Callable[[RouteDecision], None] | None = None) -> Response:
-        decision, concepts = self.route(request)
+                on_route: Callable[[RouteDecision], None] | None = None,
+                score: bool = False) -> Response:
+        """Route and answer `request`. `score`: with `request.mode` set, still run the
+        routing pass (for `--explain`); the responder continues from it either way."""
+        decision, concepts = self.route(request, score=score)
         if on_route is not None:
             on_route(decision)
         modality = self.plugins.modality(decision.modality)

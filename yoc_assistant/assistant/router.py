@@ -76,10 +76,14 @@ class RouteDecision:
     # The routing pass (logits + KV cache of `prompt_ids`), handed to the responder so that
     # one request runs its prompt through the network once; None when --mode skipped it.
     prompt_pass: Any = field(default=None, repr=False)
+    # Forced but scored (`route(..., score=True)`): what the model itself would have chosen.
+    model_choice: str | None = None
 
     def explain(self) -> str:
         """One line for `--explain`: the choice and the probabilities."""
         how = "forced by --mode" if self.forced else "chosen by the model"
+        if self.forced and self.model_choice is not None:
+            how += f"; the model would choose {self.model_choice}"
         probs = ", ".join(f"{k} {v:.3f}" for k, v in sorted(self.probabilities.items(),
                                                            key=lambda kv: -kv[1]))
         about = f" for <{self.concept}>" if self.concept else ""
@@ -148,8 +152,10 @@ class Router:
             raise UnknownWordsError(self.backbone, words)
 
     def route(self, request: Request, concepts: Any = None,
-              prompt_ids: list[int] | None = None) -> RouteDecision:
-        """Pick the modality for `request`; `concepts` is the ConceptSet of its mentions."""
+              prompt_ids: list[int] | None = None, *, score: bool = False) -> RouteDecision:
+        """Pick the modality for `request`; `concepts` is the ConceptSet of its mentions.
+        With `request.mode` the routing pass is skipped, unless `score`: then it runs (its
+        probabilities are shown, its pass is handed to the responder) and the mode wins."""
         modalities = self.plugins.get_modalities()
         if not modalities:
             raise YocError("no modality plugins are loaded: install plugins/yoc-text and "
@@ -162,6 +168,10 @@ class Router:
             chosen = self.plugins.modality(request.mode)
             concept = next((n for n in names if concept_groups(concepts, n, chosen.group)), None)
             decision = RouteDecision(chosen.name, {}, True, concept)
+            if score:
+                scored = self._decide(modalities, prompt_ids, concepts, names)
+                decision.probabilities, decision.prompt_pass = scored.probabilities, scored.prompt_pass
+                decision.model_choice = scored.modality
         else:
             decision = self._decide(modalities, prompt_ids, concepts, names)
         decision.prompt_ids = prompt_ids

@@ -154,19 +154,22 @@ def draw(text: str, out: Path | None, seed: int | None, n: int, cfg: float | Non
 
     request = with_seed(Request(text=text, seed=seed, n=n, cfg_scale=cfg, out=out, decoding=decoding))
     assistant = _assistant(precision, quiet or as_json, request, DRAW)
-    routed = None
-    if explain:
-        routed, _ = assistant.route(request)  # what the router would choose: no mode set yet
-        if not as_json:
-            click.echo(routed.explain(), err=True)
     request.mode = assistant.plugins.modality(DRAW).name  # the modality that draws
+    routed: list[Any] = []
+
+    def on_route(decision: Any) -> None:  # --explain: the routing pass ran; the drawing continues it
+        routed.append(decision)
+        if not as_json:
+            click.echo(decision.explain(), err=True)
+
     with progress(f"Drawing {n} picture{'s' if n > 1 else ''}", quiet=quiet or as_json) as on_progress, \
             log_request(assistant.library, request, source="draw", backbone=assistant.backbone) as entry:
-        response = entry.response = assistant.respond(request, on_progress=on_progress)
+        response = entry.response = assistant.respond(request, on_progress=on_progress, score=explain,
+                                                      on_route=on_route if explain else None)
     if as_json:
         data = {**_response_json(response), "seed": request.seed}
-        if routed is not None:
-            data["router"] = routed.to_json()
+        if routed and routed[0].model_choice is not None:
+            data["router"] = {**routed[0].to_json(), "modality": routed[0].model_choice, "forced": False}
         print_json(data)
         return
     _print_files(response)
