@@ -231,6 +231,40 @@ def test_named_batches_use_fresh_extra_rows_that_are_never_targets(shipped) -> N
     assert bool(torch.isfinite(ce).all()) and int(mask.sum()) > 0
 
 
+def test_bucketed_losses_and_gradients_are_the_single_pass_ones(shipped) -> None:
+    """Pretraining runs a mixed batch in passes over rows of similar length: the same
+    per-token losses and the same gradient as one padded pass (fp32)."""
+    from yoc_assistant.toyworld.train_backbone import (
+        Batcher,
+        bucketed_token_losses,
+        encode_scenes,
+        example_balanced_loss,
+        token_losses,
+    )
+
+    scenes = world.random_scenes(80, seed=6, pairs=0.25)
+    batcher = Batcher(shipped, scenes, encode_scenes(shipped, scenes))
+    tasks = ("caption", "named-instance", "named-pair", "qa")
+    batch = batcher.batch(np.random.default_rng(1), 2, tasks, decision_weight=1.0)
+    lengths = batch["attention_mask"].sum(1)
+    assert int(lengths.min()) < int(lengths.max())  # there is padding to save
+    head = shipped.model.lm_head.weight
+    grads = []
+    for losses in (lambda: token_losses(shipped, batch, bf16=False)[:2],
+                   lambda: bucketed_token_losses(shipped, batch, bf16=False, buckets=3)):
+        head.grad = None
+        head.requires_grad_(True)
+        ce, mask = losses()
+        loss, _ = example_balanced_loss(ce, mask, batch["task"], len(tasks), batch["weight"][:, 1:])
+        loss.backward()
+        grads.append((ce.detach(), mask, head.grad.clone()))
+    head.requires_grad_(False)
+    head.grad = None
+    (ce1, mask1, g1), (ce2, mask2, g2) = grads
+    assert torch.equal(mask1, mask2)
+    assert torch.allclose(ce1, ce2, atol=1e-4) and torch.allclose(g1, g2, atol=1e-5)
+
+
 def test_quick_pipeline_trains_and_loads(tmp_path, monkeypatch) -> None:
     """train_vq --quick then train_backbone --quick: a checkpoint Backbone.load reads."""
     from yoc_assistant.backbone.core import Backbone
