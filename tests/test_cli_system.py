@@ -92,10 +92,16 @@ def test_small_cpu_backbones_run_on_one_thread(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.delenv("YOC_THREADS", raising=False)
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
         assert tune_cpu_threads(bb) is None  # the user's own choice stands
+        assert bb.caches.cpu_threads == ()
         monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setattr("yoc_assistant.personalize.threadpick.usable_cores", lambda: 2)
         assert tune_cpu_threads(bb) == 1 and torch.get_num_threads() == 1
+        assert bb.caches.cpu_threads == (1, 2)  # training may time a second thread
+        monkeypatch.setattr("yoc_assistant.personalize.threadpick.usable_cores", lambda: 1)
+        assert tune_cpu_threads(bb) == 1 and bb.caches.cpu_threads == (1,)
         monkeypatch.setenv("YOC_THREADS", "2")
         assert tune_cpu_threads(bb) == 2
+        assert bb.caches.cpu_threads == ()  # ... never against the user's count
         monkeypatch.setenv("YOC_THREADS", "many")
         with pytest.raises(UserInputError, match="YOC_THREADS must be a whole number"):
             tune_cpu_threads(bb)

@@ -315,3 +315,27 @@ def test_bench_train_on_cpu(bb: Backbone) -> None:
     assert out["plain_transformers_ms_per_step"] > 0
     assert out["vs_plain_transformers"] == pytest.approx(out["ms_per_step"] / out["plain_transformers_ms_per_step"],
                                                          rel=1e-2)
+    # a step's parts, timed with the trainer's own functions on the same batches
+    assert set(out["phases_ms"]) == {"forward_and_loss", "backward", "optimizer"}
+    assert all(v > 0 for v in out["phases_ms"].values())
+
+
+def test_bench_compares_thread_counts_and_says_whether_the_gradients_change(bb: Backbone) -> None:
+    from yoc_assistant.backbone.bench import train_rows
+    from yoc_assistant.personalize.bench import compare_threads, synthetic_examples
+
+    vectors = ConceptVectors.initialize(bb, "bench", GROUPS, seed=0)
+    examples = synthetic_examples(bb, 6, 40, vectors.n_rows)
+    before = torch.get_num_threads()
+    out = compare_threads(bb, vectors, examples, batch_size=2, steps=2, warmup=1, counts=(1, 1, 2))
+    assert torch.get_num_threads() == before
+    assert set(out["ms_per_step"]) == {"1", "2"} and all(v > 0 for v in out["ms_per_step"].values())
+    assert out["same_gradients_as_1"]["1"] is True  # one thread twice: the same numbers
+    assert isinstance(out["same_gradients_as_1"]["2"], bool)
+    train = {"ms_per_step": 1.0, "batch_size": 2, "seq_len": 40, "plain_transformers_ms_per_step": 1.0,
+             "vs_plain_transformers": 1.0, "phases_ms": {"backward": 0.5}, "threads": out}
+    rows = dict(train_rows(train))
+    assert "backward 0.5 ms" in rows["training step, by part"]
+    by_count = dict(part.split(": ", 1) for part in rows["training step, by CPU threads"].split(", "))
+    assert by_count["1"].endswith("(same gradients)")
+    assert by_count["2"].endswith("(same gradients)" if out["same_gradients_as_1"]["2"] else "(other gradients)")

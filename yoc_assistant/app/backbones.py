@@ -13,7 +13,9 @@ they all make the same choices:
   CPUs); on a GPU bf16 when the free memory holds the bf16 weights times
   `MEMORY_FACTOR[purpose]` (training keeps activations for the backward pass), else int8;
 * threads (`tune_cpu_threads`): the number asked for, else `YOC_THREADS`, else one
-  thread for a small CPU backbone unless OMP_NUM_THREADS was set.
+  thread for a small CPU backbone unless OMP_NUM_THREADS was set; such a backbone's
+  training then times one and two threads on its first batch and runs on the faster
+  (`Backbone.caches.cpu_threads`, personalize/threadpick.py).
 
 The chat app both answers and trains with one loaded backbone, so it opens it for
 `"training"`: `yoc train` and training from the chat app pick the same precision.
@@ -181,8 +183,10 @@ def precision_rule(device_type: str, *, purpose: Purpose, weight_bytes_bf16: int
 # otherwise (OMP_NUM_THREADS or YOC_THREADS). Its matrices are too small to split: with
 # a second thread on a 2-core machine whose other core was busy, `yoc demo`'s training
 # on the toy backbone took 1.3 s a step instead of 0.055 s, the threads waiting for
-# each other.
+# each other. On a quiet machine two threads can be faster: training times both on its
+# first batch (`cpu_threads`); answering and drawing stay on one.
 SMALL_MODEL_PARAMS = 50_000_000
+TRAINING_THREAD_CHOICES = (1, 2)
 
 
 def tune_cpu_threads(backbone: Backbone, threads: int | None = None) -> int | None:
@@ -190,6 +194,7 @@ def tune_cpu_threads(backbone: Backbone, threads: int | None = None) -> int | No
     import torch
 
     wanted = threads if threads is not None else settings.threads()
+    backbone.caches.cpu_threads = ()  # a count the user chose, or torch's, stands
     if wanted is not None:
         torch.set_num_threads(wanted)
         return torch.get_num_threads()
@@ -198,6 +203,9 @@ def tune_cpu_threads(backbone: Backbone, threads: int | None = None) -> int | No
     if sum(p.numel() for p in backbone.model.parameters()) >= SMALL_MODEL_PARAMS:
         return None
     torch.set_num_threads(1)
+    from yoc_assistant.personalize.threadpick import usable_cores
+
+    backbone.caches.cpu_threads = tuple(c for c in TRAINING_THREAD_CHOICES if c <= usable_cores())
     return 1
 
 

@@ -223,6 +223,7 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
         result = train_concept(bb, vectors, examples, replace(config, precision=bb.precision),
                                run_dir=run_dir, on_event=recorder, cancel=cancel, resume=resume,
                                evaluator=evaluator)
+    notes += result.notes  # already shown: the trainer's own events carried them
     metrics = _metrics(result, examples, bb, notes, time.monotonic() - started)
     path, quality = None, {}
     if not result.cancelled:
@@ -252,7 +253,7 @@ def _metrics(result: TrainResult, examples: Sequence[Any], bb: Backbone, notes: 
         "task_losses": result.task_losses, "examples": len(examples), "examples_by_task": by_task,
         "best_step": result.best_step, "best_score": result.best_score,
         "precision": bb.precision, "backbone": bb.name, "seconds": round(seconds, 2),
-        "notes": list(notes), "resumed_from": result.resumed_from,
+        "notes": list(notes), "resumed_from": result.resumed_from, "cpu_threads": result.cpu_threads,
     }
     out.update({k: v for k, v in result.best_metrics.items() if k != "score"})
     return out

@@ -362,11 +362,28 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     rows.append(("text", f"{text['tokens_per_s']:.1f} tokens/s ({text['tokens']} tokens)"))
     rows.append((f"peak memory ({result['peak_memory']['kind']})", f"{result['peak_memory']['mb']:.0f} MB"))
     if "train" in result:
-        train = result["train"]
-        if isinstance(train, dict) and "ms_per_step" in train:
-            rows.append((f"training step ({train['batch_size']} x {train['seq_len']} tokens)",
-                         f"{train['ms_per_step']:.1f} ms (plain transformers "
-                         f"{train['plain_transformers_ms_per_step']:.1f} ms, x{train['vs_plain_transformers']:.2f})"))
-        else:
-            rows.append(("training", str(train)))
+        rows += train_rows(result["train"])
+    return rows
+
+
+def train_rows(train: Any) -> list[tuple[str, str]]:
+    """The table's rows of `yoc bench --train`'s figures."""
+    rows: list[tuple[str, str]] = []
+    if isinstance(train, dict) and "ms_per_step" in train:
+        rows.append((f"training step ({train['batch_size']} x {train['seq_len']} tokens)",
+                     f"{train['ms_per_step']:.1f} ms (plain transformers "
+                     f"{train['plain_transformers_ms_per_step']:.1f} ms, x{train['vs_plain_transformers']:.2f})"))
+        phases = train.get("phases_ms") or {}
+        if phases:
+            rows.append(("training step, by part", ", ".join(f"{k.replace('_', ' ')} {v:.1f} ms"
+                                                              for k, v in phases.items())))
+        threads = train.get("threads") or {}
+        if threads:
+            same = next((v for k, v in threads.items() if k.startswith("same_gradients")), {})
+            rows.append(("training step, by CPU threads", ", ".join(
+                f"{c}: {ms:.1f} ms" + ("" if c not in same else " (same gradients)" if same[c]
+                                       else " (other gradients)")
+                for c, ms in threads["ms_per_step"].items())))
+    else:
+        rows.append(("training", str(train)))
     return rows

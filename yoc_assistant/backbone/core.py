@@ -80,6 +80,9 @@ class BackboneCaches:
     fused_layers: Any = None  # fused.py: the decode step's fused layer weights
     vq_decoder: Any = None  # vqgan.py: the VQ decoder, built on the first decode
     vq_id: str | None = None  # `Backbone.vq_id()`: digest of the VQ encoder
+    # app/backbones.py: CPU thread counts a training run may choose among by timing them
+    # (personalize/threadpick.py); empty: it keeps torch's count.
+    cpu_threads: tuple[int, ...] = ()
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from yoc_assistant.personalize.concept import ConceptVectors
+from yoc_assistant.personalize.threadpick import usable_cores
 from yoc_assistant.personalize.trainer import TrainConfig, TrainEvent, train_concept
 
 if TYPE_CHECKING:
@@ -127,6 +128,10 @@ def bench_train(bb: Backbone, *, batch_size: int = 4, seq_len: int = 1100, steps
         "peak_bf16_tflops": peak / 1e12 if peak else None,
         "pct_of_bf16_peak": round(100 * flops / (ms / 1000) / peak, 1) if peak else None,
     }
+    result["phases_ms"] = train_phases(bb, vectors, examples, batch_size=batch_size, steps=steps, warmup=warmup)
+    if not cuda and usable_cores() >= 2:
+        result["threads"] = compare_threads(bb, vectors, examples, batch_size=batch_size,
+                                            steps=max(2, steps // 2), warmup=1)
     if cuda:
         result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(bb.device) / 2**30, 2)
     else:
@@ -171,6 +176,72 @@ def plain_train_ms(bb: Backbone, vectors: ConceptVectors, examples: Sequence[_Ex
             _sync(device)
             times.append(time.perf_counter() - start)
     return statistics.median(times[warmup:]) * 1000 if times[warmup:] else float("nan")
+
+
+def _step_parts(bb: Backbone, vectors: ConceptVectors, examples: Sequence[_Example], batch_size: int,
+                n: int) -> tuple[list[dict[str, float]], list[torch.Tensor]]:
+    """`n` optimizer steps with the trainer's own functions (`batch_loss`: batching,
+    embedding, base model, head, task-balanced loss; backward; AdamW), each part timed
+    by wall clock; and the rows' gradients of the first step."""
+    from yoc_assistant.personalize.batches import check_examples
+    from yoc_assistant.personalize.concept import ConceptSet
+    from yoc_assistant.personalize.trainer import batch_loss, frozen_backbone
+
+    tasks = check_examples(examples, bb, vectors.n_rows)
+    rows = [r.detach().to(bb.device, torch.float32).clone().requires_grad_(True)
+            for r in (vectors.input_rows, vectors.output_rows)]
+    concepts = ConceptSet(bb, [ConceptVectors(vectors.name, vectors.groups, rows[0], rows[1], {})])
+    optimizer = torch.optim.AdamW(rows, lr=1e-4)
+    parts: list[dict[str, float]] = []
+    first: list[torch.Tensor] = []
+    with frozen_backbone(bb, False):
+        for k in range(n):
+            batch = examples[(k * batch_size) % len(examples):][:batch_size]
+            _sync(bb.device)
+            a = time.perf_counter()
+            loss, _, _ = batch_loss(bb, concepts, batch, tasks)
+            _sync(bb.device)
+            b = time.perf_counter()
+            loss.backward()
+            _sync(bb.device)
+            c = time.perf_counter()
+            if k == 0:
+                first = [r.grad.detach().clone() for r in rows]
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            _sync(bb.device)
+            parts.append({"forward_and_loss": b - a, "backward": c - b, "optimizer": time.perf_counter() - c})
+    return parts, first
+
+
+def train_phases(bb: Backbone, vectors: ConceptVectors, examples: Sequence[_Example], *, batch_size: int,
+                 steps: int, warmup: int) -> dict[str, float]:
+    """Median wall ms of a step's parts (`_step_parts`) over `steps` steps after `warmup`."""
+    parts, _ = _step_parts(bb, vectors, examples, batch_size, warmup + steps)
+    timed = parts[warmup:] or parts
+    return {name: round(statistics.median(p[name] for p in timed) * 1000, 2) for name in timed[0]}
+
+
+def compare_threads(bb: Backbone, vectors: ConceptVectors, examples: Sequence[_Example], *, batch_size: int,
+                    steps: int, warmup: int, counts: Sequence[int] = (1, 2)) -> dict[str, Any]:
+    """The same steps at each CPU thread count: median wall ms per step, and whether
+    the rows' gradients are bit-identical to the first count's (training keeps one count
+    per run, so a run is repeatable; this says whether another count would change it).
+    torch's thread count is restored after."""
+    before = torch.get_num_threads()
+    ms: dict[str, float] = {}
+    grads: list[list[torch.Tensor]] = []
+    try:
+        for count in counts:
+            torch.set_num_threads(count)
+            parts, first = _step_parts(bb, vectors, examples, batch_size, warmup + steps)
+            grads.append(first)
+            ms[str(count)] = round(statistics.median(sum(p.values()) for p in parts[warmup:] or parts) * 1000, 2)
+    finally:
+        torch.set_num_threads(before)
+    same = {str(c): all(torch.equal(a, b) for a, b in zip(grads[0], g, strict=True))
+            for c, g in zip(counts[1:], grads[1:], strict=True)}
+    return {"ms_per_step": ms, f"same_gradients_as_{counts[0]}": same}
 
 
 def bench_train_precisions(source: str, precisions: list[str], *, device: str = "auto",

@@ -65,6 +65,7 @@ from yoc_assistant.personalize.checkpoints import (
     save_checkpoint,
 )
 from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
+from yoc_assistant.personalize.threadpick import ThreadChoice, choose_threads
 
 if TYPE_CHECKING:
     from yoc_assistant.backbone.core import Backbone
@@ -178,6 +179,8 @@ class TrainResult:
     task_losses: dict[str, float]  # of the last step
     resumed_from: int | None
     run_dir: Path | None
+    cpu_threads: int | None = None  # the count chosen by measuring (threadpick.py); None: not chosen
+    notes: list[str] = field(default_factory=list)  # the thread choice, a fallback
 
 
 def total_steps(config: TrainConfig, schedule: Schedule) -> int:
@@ -238,6 +241,41 @@ def batch_loss(bb: Backbone, concepts: ConceptSet, batch: Sequence[ExampleLike],
         hidden = bb.hidden_states(embeds, attention_mask=data["mask"])
         return per_task_loss(hidden, data["labels"], data["task"], len(tasks),
                              lambda h: bb.logits(h, extra))
+
+
+def padded_tokens(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> int:
+    """Positions the network runs over for these micro-batches (each padded to its longest)."""
+    return sum(len(b) * max(lengths[i] for i in b) for b in batches if b)
+
+
+def training_threads(bb: Backbone, concepts: ConceptSet, rows: Sequence[torch.Tensor],
+                     examples: Sequence[ExampleLike], tasks: Sequence[str], schedule: Schedule,
+                     step: int, lengths: Sequence[int]) -> ThreadChoice | None:
+    """The run's CPU thread count, timed on step `step`'s first micro-batch among the
+    counts the backbone allows (`bb.caches.cpu_threads`, app/backbones.py; threadpick.py);
+    None (torch's count stands) when it allows fewer than two. Nothing is accumulated
+    into the rows' `.grad`."""
+    choices = tuple(getattr(bb.caches, "cpu_threads", ()) or ())
+    if bb.device.type != "cpu" or len(choices) < 2:
+        return None
+    epoch, within = divmod(step, schedule.steps_per_epoch)
+    batch = schedule.step_batches(schedule.epoch_batches(epoch, lengths), within, 0)[0]
+
+    def work() -> object:
+        loss, _, _ = batch_loss(bb, concepts, [examples[i] for i in batch], tasks)
+        return torch.autograd.grad(loss, list(rows))
+
+    return choose_threads(choices, padded_tokens([batch], lengths), work)
+
+
+@contextlib.contextmanager
+def _threads_restored() -> Iterator[None]:
+    count = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != count:
+            torch.set_num_threads(count)
 
 
 def rows_snapshot(template: ConceptVectors, rows: Sequence[torch.Tensor], step: int) -> ConceptVectors:
@@ -306,11 +344,16 @@ def train_concept(bb: Backbone, vectors: ConceptVectors, examples: Sequence[Exam
             return
         was_training = bb.model.training
         bb.model.eval()
+        threads = torch.get_num_threads()
+        if threads_chosen is not None and threads != threads_chosen.base:
+            torch.set_num_threads(threads_chosen.base)  # evaluation at the count a fixed run would use
         try:
             with rng_preserved(), torch.no_grad():
                 metrics = dict(evaluator(rows_snapshot(vectors, rows, run.step)))
         finally:
             bb.model.train(was_training)
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
         score = float(metrics.get("score", float("nan")))
         # Ties go to the later checkpoint: held-out scores are coarse (a few photos).
         if math.isfinite(score) and (run.best_score is None or score >= run.best_score):
@@ -326,7 +369,18 @@ def train_concept(bb: Backbone, vectors: ConceptVectors, examples: Sequence[Exam
     eval_every = config.eval_every or schedule.steps_per_epoch
     started, start_step, cancelled = time.monotonic(), run.step, False
     epoch_batches: tuple[int, list[list[int]]] = (-1, [])
-    with frozen_backbone(bb, config.gradient_checkpointing):
+    threads_chosen: ThreadChoice | None = None
+    notes: list[str] = []
+
+    def say(text: str | None) -> None:
+        if text:
+            notes.append(text)
+            emit("note", note=text)
+
+    with frozen_backbone(bb, config.gradient_checkpointing), _threads_restored():
+        if run.step < total and accel.num_processes == 1:
+            threads_chosen = training_threads(bb, concepts, rows, examples, tasks, schedule, run.step, lengths)
+            say(threads_chosen.note() if threads_chosen is not None else None)
         while run.step < total:
             if cancel is not None and cancel.is_set():
                 checkpoint()
@@ -337,10 +391,12 @@ def train_concept(bb: Backbone, vectors: ConceptVectors, examples: Sequence[Exam
             if epoch_batches[0] != epoch:
                 epoch_batches = (epoch, schedule.epoch_batches(epoch, lengths))
             n_micro = schedule.count_in_step(epoch_batches[1], within)
+            step_batches = schedule.step_batches(epoch_batches[1], within, accel.process_index)
+            step_started = time.perf_counter()
             loss_sum = torch.zeros((), device=bb.device)
             task_sum = torch.zeros(len(tasks), device=bb.device)
             task_n = torch.zeros(len(tasks), device=bb.device)
-            for batch in schedule.step_batches(epoch_batches[1], within, accel.process_index):
+            for batch in step_batches:
                 loss, means, counts = batch_loss(bb, concepts, [examples[i] for i in batch], tasks)
                 accel.backward(loss / n_micro)
                 loss_sum += loss.detach()
@@ -357,6 +413,9 @@ def train_concept(bb: Backbone, vectors: ConceptVectors, examples: Sequence[Exam
                 group["lr"] = lr_for_step(config, run.step, total)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if threads_chosen is not None:
+                say(threads_chosen.after_step(run.step, padded_tokens(step_batches, lengths),
+                                              time.perf_counter() - step_started))
             run.step += 1
             run.losses.append(float(loss_sum) / n_micro)
             run.last_tasks = {t: float(task_sum[k] / task_n[k]) for k, t in enumerate(tasks) if task_n[k] > 0}
@@ -376,4 +435,4 @@ def train_concept(bb: Backbone, vectors: ConceptVectors, examples: Sequence[Exam
         chosen = ConceptVectors.load(folder / BEST_FILE, bb)
     return TrainResult(chosen, last, run.step, total, cancelled, run.best_step, run.best_score,
                        dict(run.best_metrics), list(run.losses), dict(run.last_tasks), run.resumed_from,
-                       folder)
+                       folder, threads_chosen.count if threads_chosen is not None else None, notes)
