@@ -295,9 +295,12 @@ def test_gradient_checkpointing_gives_the_same_rows(bb: Backbone) -> None:
     assert not bb.model.training and not bb.model.model.gradient_checkpointing
 
 
-def test_bench_train_on_cpu(bb: Backbone) -> None:
+def test_bench_train_on_cpu(bb: Backbone, monkeypatch: pytest.MonkeyPatch) -> None:
+    from yoc_assistant.backbone.bench import train_rows
     from yoc_assistant.personalize.bench import bench_train, matrix_params
+    from yoc_assistant.personalize.threadpick import usable_cores
 
+    monkeypatch.setattr("yoc_assistant.personalize.bench.spare_cores", lambda: 1.0)  # another job on a core
     before = backbone_state(bb)
     out = bench_train(bb, batch_size=2, seq_len=48, steps=2, warmup=1)
     assert_same_state(before, backbone_state(bb))
@@ -318,6 +321,9 @@ def test_bench_train_on_cpu(bb: Backbone) -> None:
     # a step's parts, timed with the trainer's own functions on the same batches
     assert set(out["phases_ms"]) == {"forward_and_loss", "backward", "optimizer"}
     assert all(v > 0 for v in out["phases_ms"].values())
+    if usable_cores() >= 2:  # two threads beside a busy job are not timed (they would take minutes)
+        assert out["threads"].startswith("not timed")
+        assert dict(train_rows(out))["training step, by CPU threads"] == out["threads"]
 
 
 def test_bench_compares_thread_counts_and_says_whether_the_gradients_change(bb: Backbone) -> None:

@@ -378,7 +378,9 @@ def train_rows(train: Any) -> list[tuple[str, str]]:
             rows.append(("training step, by part", ", ".join(f"{k.replace('_', ' ')} {v:.1f} ms"
                                                               for k, v in phases.items())))
         threads = train.get("threads") or {}
-        if threads:
+        if isinstance(threads, str):
+            rows.append(("training step, by CPU threads", threads))
+        elif threads:
             same = next((v for k, v in threads.items() if k.startswith("same_gradients")), {})
             rows.append(("training step, by CPU threads", ", ".join(
                 f"{c}: {ms:.1f} ms" + ("" if c not in same else " (same gradients)" if same[c]

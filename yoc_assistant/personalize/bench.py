@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from yoc_assistant.personalize.concept import ConceptVectors
-from yoc_assistant.personalize.threadpick import usable_cores
+from yoc_assistant.personalize.threadpick import SPARE_SLACK, spare_cores, usable_cores
 from yoc_assistant.personalize.trainer import TrainConfig, TrainEvent, train_concept
 
 if TYPE_CHECKING:
@@ -130,8 +130,11 @@ def bench_train(bb: Backbone, *, batch_size: int = 4, seq_len: int = 1100, steps
     }
     result["phases_ms"] = train_phases(bb, vectors, examples, batch_size=batch_size, steps=steps, warmup=warmup)
     if not cuda and usable_cores() >= 2:
-        result["threads"] = compare_threads(bb, vectors, examples, batch_size=batch_size,
-                                            steps=max(2, steps // 2), warmup=1)
+        # Two threads beside another busy job take many times longer (threadpick.py): not timed then.
+        result["threads"] = (compare_threads(bb, vectors, examples, batch_size=batch_size,
+                                             steps=max(2, steps // 2), warmup=1)
+                             if spare_cores() >= 2 - SPARE_SLACK else
+                             "not timed: fewer than 2 idle cores (another job is running)")
     if cuda:
         result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(bb.device) / 2**30, 2)
     else:
