@@ -23,8 +23,10 @@ from yoc_assistant.personalize.trainer import TrainConfig, train_concept
 @pytest.fixture(autouse=True)
 def keep_threads():
     before = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
     yield
     torch.set_num_threads(before)
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def timed_work(seconds_at: dict[int, float]):
@@ -125,3 +127,43 @@ def test_training_times_the_counts_and_matches_a_fixed_count_run(monkeypatch: py
         assert chosen.losses == pytest.approx(other.losses, rel=1e-5)
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_a_resumed_run_keeps_the_count_it_started_at(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import threading
+
+    from tests.test_trainer import GROUPS, make_examples
+    from yoc_assistant import Backbone
+    from yoc_assistant.personalize.concept import ConceptVectors
+    from yoc_assistant.toyworld.common import BACKBONE_DIR
+
+    bb = Backbone.load(str(BACKBONE_DIR), precision="fp32", device="cpu")
+    bb.caches.cpu_threads = (1, 2)
+    examples = make_examples(bb, n_images=4, img_len=32)
+    config = TrainConfig(max_steps=4, batch_size=4, lr=1e-2, seed=3, checkpoint_every=1)
+    vectors = ConceptVectors.initialize(bb, "bo", GROUPS, seed=5)
+
+    def two_threads(choices, tokens, work, spare=None):  # the machine is idle: two threads won
+        torch.set_num_threads(2)
+        return ThreadChoice(2, choices[0], {1: 2e-4, 2: 1e-4})
+
+    monkeypatch.setattr("yoc_assistant.personalize.trainer.choose_threads", two_threads)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # as app/training runs it
+    full = train_concept(bb, vectors, examples, config, run_dir=tmp_path / "full")
+    assert full.cpu_threads == 2
+    cancel = threading.Event()
+    part = train_concept(bb, vectors, examples, config, run_dir=tmp_path / "part", cancel=cancel,
+                         on_event=lambda e: cancel.set() if e.phase == "train" and e.step == 2 else None)
+    assert part.cancelled and part.step == 2
+
+    def must_not_time(*args, **kwargs):  # the machine got busy: timing now would pick one thread
+        raise AssertionError("a resumed run keeps its count: nothing to time")
+
+    monkeypatch.setattr("yoc_assistant.personalize.trainer.choose_threads", must_not_time)
+    done = train_concept(bb, vectors, examples, config, run_dir=tmp_path / "part", resume=True)
+    assert done.resumed_from == 2 and done.cpu_threads == 2
+    assert any("as the run it resumes" in n for n in done.notes)
+    assert torch.equal(done.last.input_rows, full.last.input_rows)
+    assert torch.equal(done.last.output_rows, full.last.output_rows)
+    assert done.losses == full.losses

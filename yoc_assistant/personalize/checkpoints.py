@@ -40,6 +40,7 @@ class RunHistory:
     best_score: float | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)
     resumed_from: int | None = None
+    cpu_threads: int | None = None  # the thread count the trainer chose (threadpick.py); a resume keeps it
 
 
 def checkpoint_paths(run_dir: Path) -> list[Path]:
@@ -160,4 +161,5 @@ def load_checkpoint(path: Path, identity: dict[str, str], rows: Sequence[torch.T
     return RunHistory(step=step, losses=[float(x) for x in json.loads(meta.get("losses", "[]"))],
                       last_tasks={k: float(v) for k, v in json.loads(meta.get("last_tasks", "{}")).items()},
                       best_step=best.get("step"), best_score=best.get("score"),
-                      best_metrics=dict(best.get("metrics") or {}), resumed_from=step)
+                      best_metrics=dict(best.get("metrics") or {}), resumed_from=step,
+                      cpu_threads=int(meta["cpu_threads"]) if meta.get("cpu_threads", "").isdigit() else None)

@@ -47,6 +47,8 @@ class ThreadChoice:
     fell_back_at: int | None = None
 
     def note(self) -> str:
+        if not self.seconds_per_token:
+            return f"training on {self.count} CPU thread(s), as the run it resumes"
         if len(self.seconds_per_token) < 2:
             return f"training on {self.count} CPU thread(s) (too few idle cores to try more)"
         times = ", ".join(f"{c}: {s * 1e6:.1f} us/token" for c, s in self.seconds_per_token.items())

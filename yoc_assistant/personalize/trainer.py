@@ -250,14 +250,18 @@ def padded_tokens(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> i
 
 def training_threads(bb: Backbone, concepts: ConceptSet, rows: Sequence[torch.Tensor],
                      examples: Sequence[ExampleLike], tasks: Sequence[str], schedule: Schedule,
-                     step: int, lengths: Sequence[int]) -> ThreadChoice | None:
+                     step: int, lengths: Sequence[int], resumed: int | None = None) -> ThreadChoice | None:
     """The run's CPU thread count, timed on step `step`'s first micro-batch among the
     counts the backbone allows (`bb.caches.cpu_threads`, app/backbones.py; threadpick.py);
-    None (torch's count stands) when it allows fewer than two. Nothing is accumulated
-    into the rows' `.grad`."""
+    None (torch's count stands) when it allows fewer than two. A resumed run keeps the
+    count it was started at (`resumed`), so it ends as the uninterrupted run would.
+    Nothing is accumulated into the rows' `.grad`."""
     choices = tuple(getattr(bb.caches, "cpu_threads", ()) or ())
     if bb.device.type != "cpu" or len(choices) < 2:
         return None
+    if resumed is not None and resumed in choices:
+        torch.set_num_threads(resumed)
+        return ThreadChoice(resumed, choices[0])
     epoch, within = divmod(step, schedule.steps_per_epoch)
     batch = schedule.step_batches(schedule.epoch_batches(epoch, lengths), within, 0)[0]
 
@@ -379,7 +383,10 @@ def train_concept(bb: Backbone, vectors: ConceptVectors, examples: Sequence[Exam
 
     with frozen_backbone(bb, config.gradient_checkpointing), _threads_restored():
         if run.step < total and accel.num_processes == 1:
-            threads_chosen = training_threads(bb, concepts, rows, examples, tasks, schedule, run.step, lengths)
+            threads_chosen = training_threads(bb, concepts, rows, examples, tasks, schedule, run.step, lengths,
+                                              resumed=run.cpu_threads)
+            if threads_chosen is not None:
+                about["cpu_threads"] = str(threads_chosen.count)  # for a resume (checkpoints carry `about`)
             say(threads_chosen.note() if threads_chosen is not None else None)
         while run.step < total:
             if cancel is not None and cancel.is_set():
