@@ -167,3 +167,32 @@ def test_a_resumed_run_keeps_the_count_it_started_at(monkeypatch: pytest.MonkeyP
     assert torch.equal(done.last.input_rows, full.last.input_rows)
     assert torch.equal(done.last.output_rows, full.last.output_rows)
     assert done.losses == full.losses
+
+
+def test_a_run_that_slows_down_falls_back_and_its_checkpoints_say_so(bb, monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path) -> None:
+    from safetensors import safe_open
+
+    from tests.test_trainer import GROUPS, make_examples
+    from yoc_assistant.personalize.checkpoints import checkpoint_paths
+    from yoc_assistant.personalize.concept import ConceptVectors
+
+    def fast_two_threads(choices, tokens, work, spare=None):  # measured far faster than any real step
+        torch.set_num_threads(2)
+        return ThreadChoice(2, choices[0], {1: 2e-12, 2: 1e-12})
+
+    monkeypatch.setattr("yoc_assistant.personalize.trainer.choose_threads", fast_two_threads)
+    monkeypatch.setattr(bb.caches, "cpu_threads", (1, 2))
+    torch.set_num_threads(1)
+    steps = WINDOW + 3
+    config = TrainConfig(max_steps=steps, batch_size=2, lr=1e-2, seed=3, checkpoint_every=1, keep_checkpoints=steps)
+    result = train_concept(bb, ConceptVectors.initialize(bb, "bo", GROUPS, seed=5), make_examples(bb, n_images=3),
+                           config, run_dir=tmp_path)
+    assert result.cpu_threads == 1
+    assert any(f"from step {WINDOW - 1}" in n for n in result.notes)
+    counts = []
+    for path in checkpoint_paths(tmp_path):
+        with safe_open(str(path), framework="pt") as fh:
+            counts.append(fh.metadata()["cpu_threads"])
+    assert counts == ["2"] * (WINDOW - 1) + ["1"] * (steps - WINDOW + 1)  # a resume goes on at the count in use
+    assert torch.get_num_threads() == 1

@@ -423,6 +423,7 @@ def train_concept(bb: Backbone, vectors: ConceptVectors, examples: Sequence[Exam
             if threads_chosen is not None:
                 say(threads_chosen.after_step(run.step, padded_tokens(step_batches, lengths),
                                               time.perf_counter() - step_started))
+                about["cpu_threads"] = str(threads_chosen.count)  # after a fallback, a resume goes on at it
             run.step += 1
             run.losses.append(float(loss_sum) / n_micro)
             run.last_tasks = {t: float(task_sum[k] / task_n[k]) for k, t in enumerate(tasks) if task_n[k] > 0}
