@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from yoc_assistant.errors import UserInputError
@@ -104,6 +106,43 @@ def test_recognition_targets_masks_and_balance(bb) -> None:
     assert 0 < image_first < len(exs)
     questions = {tuple(ex.ids) for ex in exs}
     assert len(questions) > 150  # phrasings vary
+
+
+def test_decisive_tokens_weigh_as_much_as_the_rest_of_their_answer(bb) -> None:
+    """The router's token and the Yes/No carry the decision; the rest follows from them."""
+    ctx = _ctx(bb)
+    yes, no = data.answer_first_token(bb, True), data.answer_first_token(bb, False)
+    rec = data.recognition_examples(ctx)[0]
+    prompt, target = _split(rec)
+    w = rec.weights
+    assert w is not None and len(w) == len(rec.ids)
+    tw = w[len(prompt):]
+    assert target[H] in (yes, no)
+    assert tw[0] == tw[H] and tw[0] > 1  # first group token and the answer's first word
+    assert tw[0] + tw[H] == pytest.approx(len(target) - 2)  # together: as much as the rest
+    assert all(x == 1.0 for k, x in enumerate(tw) if k not in (0, H))
+    route = data.routing_examples(ctx, "understanding", ["Tell me about {name}."])[0]
+    _, rt = _split(route)
+    assert route.weights[-len(rt):][0] == pytest.approx(len(rt) - 1)
+    gen = data.generation_examples(ctx)[0]
+    assert gen.weights is None  # its route token would outweigh the 66 image tokens
+    plain = data.make_example([1, 2], [3], "x", decisive=(0,))  # nothing else to weigh against
+    assert plain.weights is None
+
+
+def test_weights_change_the_loss_only_where_they_are_set() -> None:
+    from yoc_assistant.personalize.batches import collate, per_task_loss
+
+    exs = [data.make_example([5, 6], [1, 2, 3], "a", decisive=(0,)), data.Example([5, 6, 2], [IGNORE, 6, 2], "b")]
+    batch = collate(exs, 0, ["a", "b"], torch.device("cpu"))
+    assert batch["weight"][0].tolist() == [0.0, 0.0, 2.0, 1.0, 1.0] and batch["weight"][1].tolist()[:3] == [1, 1, 1]
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 5, 8)
+    _, means, _ = per_task_loss(hidden, batch["labels"], batch["task"], 2, lambda h: h, batch["weight"])
+    ce = F.cross_entropy(hidden[0, 1:4], torch.tensor([1, 2, 3]), reduction="none")
+    assert means[0] == pytest.approx(float((2 * ce[0] + ce[1] + ce[2]) / 4), rel=1e-5)
+    _, plain, _ = per_task_loss(hidden, batch["labels"], batch["task"], 2, lambda h: h)
+    assert plain[0] == pytest.approx(float(ce.mean()), rel=1e-5) and plain[1] == pytest.approx(float(means[1]))
 
 
 def test_recognition_with_few_negatives_and_none(bb) -> None:

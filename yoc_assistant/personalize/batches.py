@@ -76,19 +76,23 @@ class Schedule:
 # -- batches and loss -----------------------------------------------------------------------
 def collate(examples: Sequence[ExampleLike], pad_id: int, tasks: Sequence[str],
             device: torch.device) -> dict[str, torch.Tensor]:
-    """Pad to the batch's longest example (right padding, labels -100 on pads)."""
+    """Pad to the batch's longest example (right padding, labels -100 on pads); `weight`
+    is each label's loss weight (an example's `weights`, or 1)."""
     width = max(len(e.ids) for e in examples)
     ids = torch.full((len(examples), width), int(pad_id), dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
+    weight = torch.ones((len(examples), width), dtype=torch.float32)
     for row, ex in enumerate(examples):
         n = len(ex.ids)
         ids[row, :n] = torch.as_tensor(list(ex.ids), dtype=torch.long)
         labels[row, :n] = torch.as_tensor(list(ex.labels), dtype=torch.long)
         mask[row, :n] = 1
+        if getattr(ex, "weights", None) is not None:
+            weight[row, :n] = torch.as_tensor(list(ex.weights), dtype=torch.float32)
     task = torch.tensor([tasks.index(e.task) for e in examples], dtype=torch.long)
     return {"ids": ids.to(device), "labels": labels.to(device), "mask": mask.to(device),
-            "task": task.to(device)}
+            "task": task.to(device), "weight": weight.to(device)}
 
 
 def task_balanced_loss(token_loss: torch.Tensor, token_task: torch.Tensor, n_tasks: int, *,
@@ -124,8 +128,10 @@ def task_balanced_loss(token_loss: torch.Tensor, token_task: torch.Tensor, n_tas
 
 
 def per_task_loss(hidden: torch.Tensor, labels: torch.Tensor, task: torch.Tensor, n_tasks: int,
-                  logits_fn: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`task_balanced_loss` of a batch's token cross-entropy, each token counted once.
+                  logits_fn: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tensor | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`task_balanced_loss` of a batch's token cross-entropy, each token counted once, or
+    `weight[b, t]` times (collate's `weight`: decisive tokens weigh more).
 
     Logits are computed only at supervised positions (position t-1 predicts labels[t]):
     the head is the largest matrix, and most positions carry no loss."""
@@ -137,7 +143,8 @@ def per_task_loss(hidden: torch.Tensor, labels: torch.Tensor, task: torch.Tensor
         return zero, torch.zeros(n_tasks, device=hidden.device), torch.zeros(n_tasks, device=hidden.device)
     token_loss = F.cross_entropy(logits_fn(states).float(), target[picked], reduction="none")
     token_task = task.unsqueeze(1).expand_as(target)[picked]
-    return task_balanced_loss(token_loss, token_task, n_tasks)
+    token_weight = None if weight is None else weight[:, 1:][picked]
+    return task_balanced_loss(token_loss, token_task, n_tasks, token_weight=token_weight)
 
 
 # -- learning rate ----------------------------------------------------------------------------
@@ -173,4 +180,6 @@ def data_digest(examples: Sequence[ExampleLike]) -> str:
         digest.update(ex.task.encode())
         digest.update(torch.as_tensor(list(ex.ids), dtype=torch.int64).numpy().tobytes())
         digest.update(torch.as_tensor(list(ex.labels), dtype=torch.int64).numpy().tobytes())
+        if getattr(ex, "weights", None) is not None:
+            digest.update(torch.as_tensor(list(ex.weights), dtype=torch.float32).numpy().tobytes())
     return digest.hexdigest()

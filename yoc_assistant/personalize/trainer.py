@@ -240,7 +240,7 @@ def batch_loss(bb: Backbone, concepts: ConceptSet, batch: Sequence[ExampleLike],
         embeds = bb.embed(data["ids"], extra)
         hidden = bb.hidden_states(embeds, attention_mask=data["mask"])
         return per_task_loss(hidden, data["labels"], data["task"], len(tasks),
-                             lambda h: bb.logits(h, extra))
+                             lambda h: bb.logits(h, extra), data["weight"])
 
 
 def padded_tokens(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> int:
