@@ -45,11 +45,12 @@ def test_variants_train_on_what_yoc_train_trains_on() -> None:
     thing = world.Thing("heart", "blue", "striped", "mint")
     bench = ablation.make_bench(bb, load_clip(ClipSpec(str(CLIP_DIR))), thing, n_test=2, n_pool=30, seed=0,
                                 hard_from_top=False)
-    vec, examples = ablation.variant_examples(bb, "full", bench, ablation.default_recipe(bb), 0)
+    vec, examples, stand_ins = ablation.variant_examples(bb, "full", bench, ablation.default_recipe(bb), 0)
     modalities = load_plugins().get_modalities()
     assert dict(vec.groups) == {m.group: m.group_size for m in modalities}
     tasks = {ex.task for ex in examples}
     for m in modalities:
         if m.example_requests:
             assert f"{m.group}-requests" in tasks, tasks
-    assert {"recognition", "generation"} <= tasks
+    assert {"recognition", "generation", "pair"} <= tasks
+    assert stand_ins and all(s.groups == vec.groups for s in stand_ins)

@@ -145,6 +145,43 @@ def test_weights_change_the_loss_only_where_they_are_set() -> None:
     assert plain[0] == pytest.approx(float(ce.mean()), rel=1e-5) and plain[1] == pytest.approx(float(means[1]))
 
 
+def test_pair_examples_ask_about_each_name_with_both_prompts_present(bb) -> None:
+    ctx = _ctx(bb)
+    v = bb.vocab_size
+    other_prompt = [v + 40, *bb.tokenize(" is"), *range(v + 41, v + 45), *bb.tokenize(".")]
+    other_photo = _img(bb, 777)
+    ctx.others = [data.Other(v + 40, other_prompt, other_photo)]
+    exs = data.pair_examples(ctx)
+    assert len(exs) >= 0.3 * 2 * 200
+    yes, no = data.answer_first_token(bb, True), data.answer_first_token(bb, False)
+    seen = set()
+    for ex in exs:
+        assert ex.task == "pair"
+        prompt, target = _split(ex)
+        assert _contains(prompt, ctx.prompt_ids) and _contains(prompt, other_prompt)
+        image = prompt[prompt.index(bb.special.boi) + 1:prompt.index(bb.special.eoi)]
+        assert target[:H] == ctx.groups["understanding"]  # the trained concept's group answers
+        answer = target[H:-1]
+        which = [t for t in answer if t in (v, v + 40)]
+        named = [t for t in (v, v + 40) if prompt.count(t) >= 2]  # defined once, then asked about
+        if len(named) == 1:  # "Is <x> in this photo?"
+            asked = named[0]
+            shown = image in ctx.positives if asked == v else image == other_photo
+            assert answer[0] == (yes if shown else no)
+            seen.add(("mine" if asked == v else "theirs", shown))
+        else:  # "Which of <a> and <b>?": names exactly the one shown, or neither
+            if image in ctx.positives:
+                assert which == [v]
+            elif image == other_photo:
+                assert which == [v + 40]
+            else:
+                assert which == [] and "Neither" in bb.detokenize(answer)
+            seen.add(("which", image in ctx.positives))
+        assert ex.weights is not None and ex.weights[len(prompt) + H] > 1  # the answer's first word decides
+    assert {("mine", True), ("mine", False), ("theirs", True), ("theirs", False), ("which", True)} <= seen
+    assert data.pair_examples(_ctx(bb)) == []  # no other concept: nothing to pair with
+
+
 def test_recognition_with_few_negatives_and_none(bb) -> None:
     ctx = _ctx(bb, n_pos=3, n_easy=2, n_hard=1)
     exs = data.recognition_examples(ctx)

@@ -208,10 +208,10 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
         note([f"concept rows start from the words {bb.detokenize(words).strip()!r} "
               "(what the backbone says the photos show)"])
     vectors = ConceptVectors.initialize(bb, name, groups, seed=config.seed, words=words)
-    examples, data_notes = build_examples(bb, library, name, vectors, job, modalities,
-                                          about=concept.about, seed=config.seed,
-                                          mirror=config.mirror_photos)
-    note(data_notes)
+    training = build_examples(bb, library, name, vectors, job, modalities, about=concept.about,
+                              seed=config.seed, mirror=config.mirror_photos)
+    examples = training.examples
+    note(training.notes)
     eval_notes: list[str] = []
     evaluator = make_evaluator(bb, library, name, job, eval_notes, shared_clip=clip)
     note(eval_notes)
@@ -222,7 +222,7 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
     with deterministic():
         result = train_concept(bb, vectors, examples, replace(config, precision=bb.precision),
                                run_dir=run_dir, on_event=recorder, cancel=cancel, resume=resume,
-                               evaluator=evaluator)
+                               evaluator=evaluator, frozen=training.stand_ins)
     notes += result.notes  # already shown: the trainer's own events carried them
     metrics = _metrics(result, examples, bb, notes, time.monotonic() - started)
     path, quality = None, {}

@@ -84,6 +84,16 @@ def make_example(prompt: Sequence[int], target: Sequence[int], task: str,
 
 
 @dataclass
+class Other:
+    """Another concept in a two-concept request: its identifier, its personalized prompt
+    and a photo of it (image-token ids)."""
+
+    identifier_id: int
+    prompt_ids: list[int]
+    image: list[int]
+
+
+@dataclass
 class BuildContext:
     """What the builders need: only ids, so any tokenizer / concept layout works.
 
@@ -109,6 +119,9 @@ class BuildContext:
     n_easy: int = 100
     n_hard: int = 100
     notes: list[str] = field(default_factory=list)
+    # Other concepts whose prompts share some requests with this one (`pair_examples`);
+    # their rows are in the same ConceptSet, frozen.
+    others: list[Other] = field(default_factory=list)
 
     @classmethod
     def from_concepts(cls, backbone: Any, concepts: Any, name: str, **fields: Any) -> BuildContext:
@@ -135,6 +148,17 @@ def text_ids(bb: Any, template: str, identifier_id: int) -> list[int]:
         if k:
             out.append(int(identifier_id))
         if piece:
+            out.extend(bb.tokenize(piece))
+    return out
+
+
+def names_ids(bb: Any, template: str, names: dict[str, int]) -> list[int]:
+    """Tokenize `template` with `{key}` -> the identifier `names[key]` (e.g. {a}, {b})."""
+    out: list[int] = []
+    for k, piece in enumerate(re.split(r"\{(" + "|".join(map(re.escape, names)) + r")\}", template)):
+        if k % 2:
+            out.append(int(names[piece]))
+        elif piece:
             out.extend(bb.tokenize(piece))
     return out
 
@@ -234,9 +258,54 @@ def qa_examples(ctx: BuildContext, group: str = UNDERSTANDING) -> list[Example]:
     return out
 
 
+PAIR_SHARE = 0.3  # pair examples per recognition example
+
+
+def pair_examples(ctx: BuildContext, group: str = UNDERSTANDING) -> list[Example]:
+    """Questions with another concept's prompt present (`ctx.others`): "Is <name> ...?",
+    "Is <other> ...?" and "Which of <name> and <other> ...?" on the concept's photos, the
+    other's photo and the negatives, both prompts in either order. A concept trained alone
+    otherwise answers about whichever name was defined last ("No, <b> is not in this
+    photo" for every photo). Yes/no and the answer's first word are decisive tokens."""
+    bb, tokens = ctx.backbone, ctx.group(group)
+    negatives = ctx.easy_negatives[: ctx.n_easy] + ctx.hard_negatives[: ctx.n_hard]
+    if not ctx.others or not ctx.positives:
+        return []
+    n = math.ceil(PAIR_SHARE * 2 * max(len(negatives), len(ctx.positives)))
+    out = []
+    for _ in range(n):
+        other = ctx.rng.choice(ctx.others)
+        r = ctx.rng.random()
+        if r < 0.4 or not negatives:
+            image, mine, theirs = ctx.rng.choice(ctx.positives), True, False
+        elif r < 0.7:
+            image, mine, theirs = other.image, False, True
+        else:
+            image, mine, theirs = ctx.rng.choice(negatives), False, False
+        me_first = ctx.rng.random() < 0.5
+        definitions = [*ctx.prompt_ids, *other.prompt_ids] if me_first else [*other.prompt_ids, *ctx.prompt_ids]
+        kind = ctx.rng.random()
+        if kind < 0.5:  # one of the two, by name
+            asked, present = (ctx.identifier_id, mine) if kind < 0.3 else (other.identifier_id, theirs)
+            question = text_ids(bb, ctx.rng.choice(P.RECOGNITION_QUESTIONS), asked)
+            answer = text_ids(bb, ctx.rng.choice(P.YES_ANSWERS if present else P.NO_ANSWERS), asked)
+        else:  # which of the two
+            a, b = (ctx.identifier_id, other.identifier_id) if ctx.rng.random() < 0.5 else \
+                (other.identifier_id, ctx.identifier_id)
+            in_a, in_b = (mine, theirs) if a == ctx.identifier_id else (theirs, mine)
+            key = "a" if in_a else "b" if in_b else "neither"
+            question = names_ids(bb, ctx.rng.choice(P.PAIR_WHICH_QUESTIONS), {"a": a, "b": b})
+            answer = names_ids(bb, P.PAIR_WHICH_ANSWERS[key], {"a": a, "b": b})
+        prompt = recognition_prompt(bb, definitions, image, question, ctx.rng.random() < 0.5)
+        target = tokens + answer + [int(bb.special.eos)]
+        out.append(make_example(prompt, target, "pair", decisive=(0, len(tokens))))
+    return out
+
+
 def understanding_examples(ctx: BuildContext, group: str = UNDERSTANDING) -> list[Example]:
-    """Everything the text modality trains its group on: recognition + QA."""
-    return recognition_examples(ctx, group) + qa_examples(ctx, group)
+    """Everything the text modality trains its group on: recognition + QA (+ questions
+    with another concept present, when the context has others)."""
+    return recognition_examples(ctx, group) + qa_examples(ctx, group) + pair_examples(ctx, group)
 
 
 # --- routing ------------------------------------------------------------------------------
@@ -369,6 +438,8 @@ def build_training_set(ctx: BuildContext, tasks: Iterable[str] | None = None) ->
             ctx.notes.append(f"{task} examples skipped: the concept has no {needed!r} group")
             continue
         out += BUILDERS[task](ctx)
+        if task == "recognition":
+            out += pair_examples(ctx)
     return balance_tasks(out)
 
 

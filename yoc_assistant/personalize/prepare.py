@@ -101,9 +101,54 @@ def select_images(library: Any, concept: Any, *, seed: int, clip_device: str = "
                    easy, notes)
 
 
+STAND_INS = 4  # other concepts a concept is trained beside (two-concept requests)
+
+
+@dataclass
+class TrainingData:
+    """A concept's examples and the frozen stand-in concepts whose rows they use."""
+
+    examples: list[Any]
+    stand_ins: list[ConceptVectors]
+    notes: list[str]
+
+
+def stand_ins(bb: Backbone, vectors: ConceptVectors, photos: Sequence[Sequence[int]], seed: int,
+              ) -> list[ConceptVectors]:
+    """Other concepts to train beside: one per photo (hard negatives first), each an
+    untrained concept whose rows start at the backbone's own description of its photo, as
+    a new concept's do. With them in the prompt the concept learns to answer about the
+    name it is asked about ("Is <a> ...?" with <b>'s prompt there, "Which of <a> and <b>
+    ...?"), which it never does when trained alone."""
+    from yoc_assistant.personalize import describe
+
+    return [ConceptVectors.initialize(bb, f"{vectors.name} stand-in {k}", vectors.groups,
+                                      seed=seed + 1 + k, words=describe.photo_words(bb, [photo]))
+            for k, photo in enumerate(photos[:STAND_INS])]
+
+
+def training_data(bb: Backbone, vectors: ConceptVectors, modalities: Sequence[Any], *,
+                  positives: Sequence[Sequence[int]], soft: Sequence[Sequence[int]],
+                  hard: Sequence[Sequence[int]], easy: Sequence[Sequence[int]], about: str | None,
+                  seed: int) -> TrainingData:
+    """Everything a concept trains on, from image tokens: `yoc train` (`build_examples`)
+    and the toy world's harnesses both come through here."""
+    from yoc_assistant.personalize import data
+
+    others_photos = list(hard) + list(easy)
+    extra = stand_ins(bb, vectors, others_photos, seed)
+    concepts = ConceptSet(bb, [vectors, *extra])
+    ctx = data.BuildContext.from_concepts(
+        bb, concepts, vectors.name, positives=list(positives), soft_positives=list(soft),
+        hard_negatives=list(hard), easy_negatives=list(easy), about=about, rng=random.Random(seed),
+        others=[data.Other(concepts.identifier_id(v.name), list(concepts.prompt_ids(v.name)), list(photo))
+                for v, photo in zip(extra, others_photos, strict=False)])
+    return TrainingData(training_set(ctx, modalities), extra, list(ctx.notes))
+
+
 def build_examples(bb: Backbone, library: Any, name: str, vectors: ConceptVectors, job: JobData,
                    modalities: Sequence[Any], *, about: str | None, seed: int, mirror: bool = False,
-                   on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Any], list[str]]:
+                   on_progress: Callable[[int, int], None] | None = None) -> TrainingData:
     """Examples of every modality (or the three built-in tasks without plugins). `mirror`:
     each training photo's mirror image is one more positive."""
     from yoc_assistant.personalize import data
@@ -114,12 +159,9 @@ def build_examples(bb: Backbone, library: Any, name: str, vectors: ConceptVector
         positives += [mirrored(s) for s in job.train_positives]
     shas = list(dict.fromkeys(positives + job.soft + job.hard + job.easy))
     tokens = data.image_tokens(library, bb, shas, on_progress=on_progress)
-    ctx = data.BuildContext.from_concepts(
-        bb, ConceptSet(bb, [vectors]), name,
-        positives=[tokens[s] for s in positives], soft_positives=[tokens[s] for s in job.soft],
-        hard_negatives=[tokens[s] for s in job.hard], easy_negatives=[tokens[s] for s in job.easy],
-        about=about, rng=random.Random(seed))
-    return training_set(ctx, modalities), list(ctx.notes)
+    return training_data(bb, vectors, modalities, positives=[tokens[s] for s in positives],
+                         soft=[tokens[s] for s in job.soft], hard=[tokens[s] for s in job.hard],
+                         easy=[tokens[s] for s in job.easy], about=about, seed=seed)
 
 
 def training_set(ctx: Any, modalities: Sequence[Any]) -> list[Any]:

@@ -293,8 +293,12 @@ def rows_snapshot(template: ConceptVectors, rows: Sequence[torch.Tensor], step: 
 def train_concept(bb: Backbone, vectors: ConceptVectors, examples: Sequence[ExampleLike],
                   config: TrainConfig | None = None, *, run_dir: str | os.PathLike[str] | None = None,
                   on_event: EventFn | None = None, cancel: threading.Event | None = None,
-                  resume: bool = False, evaluator: Evaluator | None = None) -> TrainResult:
+                  resume: bool = False, evaluator: Evaluator | None = None,
+                  frozen: Sequence[ConceptVectors] = ()) -> TrainResult:
     """Train `vectors`' rows on `examples` with the backbone frozen; see the module doc.
+
+    `frozen`: other concepts laid after `vectors` in the examples' ConceptSet (their ids
+    follow its rows), read but never trained: the stand-ins of two-concept questions.
 
     `run_dir` holds checkpoints (and best.safetensors); without it nothing is written
     and `resume` has nothing to resume from. `cancel` is checked before every step:
@@ -307,7 +311,8 @@ def train_concept(bb: Backbone, vectors: ConceptVectors, examples: Sequence[Exam
     config.validate()
     folder = Path(run_dir) if run_dir is not None else None
     examples = list(examples)
-    tasks = check_examples(examples, bb, vectors.n_rows)
+    frozen = [f.clone() for f in frozen]
+    tasks = check_examples(examples, bb, vectors.n_rows + sum(f.n_rows for f in frozen))
     lengths = [len(e.ids) for e in examples]
     accel = Accelerator(cpu=bb.device.type == "cpu")
     main = accel.is_main_process
@@ -316,7 +321,10 @@ def train_concept(bb: Backbone, vectors: ConceptVectors, examples: Sequence[Exam
     rows = [r.detach().to(bb.device, torch.float32).clone().requires_grad_(True)
             for r in (vectors.input_rows, vectors.output_rows)]
     concepts = ConceptSet(bb, [ConceptVectors(vectors.name, vectors.groups, rows[0], rows[1],
-                                              dict(vectors.metadata))])
+                                              dict(vectors.metadata)),
+                               *(ConceptVectors(f.name, f.groups, f.input_rows.to(bb.device, torch.float32),
+                                                f.output_rows.to(bb.device, torch.float32), f.metadata)
+                                 for f in frozen)])
     optimizer = accel.prepare(torch.optim.AdamW(rows, lr=config.lr, betas=config.betas,
                                                 weight_decay=config.weight_decay))
     identity = {"data_digest": data_digest(examples), "seed": str(config.seed),

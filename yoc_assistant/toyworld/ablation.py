@@ -273,30 +273,30 @@ def _strip_groups(examples: list[Any], group_ids: set[int]) -> list[Any]:
     return out
 
 
-def variant_examples(bb: Any, name: str, bench: Bench, config: Any, seed: int) -> tuple[Any, list[Any]]:
-    """A variant's starting rows and training examples, made as `yoc train` makes them: the
-    installed modalities' groups, examples and router targets (`prepare.training_set`)."""
+def variant_examples(bb: Any, name: str, bench: Bench, config: Any, seed: int,
+                     ) -> tuple[Any, list[Any], list[Any]]:
+    """A variant's starting rows, training examples and frozen stand-ins, made as `yoc
+    train` makes them (`prepare.training_data`: the installed modalities' groups, examples
+    and router targets, the stand-in concepts of two-concept questions)."""
     from yoc_assistant.app.plugins import load_plugins
     from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
-    from yoc_assistant.personalize.data import BuildContext
-    from yoc_assistant.personalize.prepare import training_set
+    from yoc_assistant.personalize.prepare import training_data
 
     words = [] if name in ("no-concept", "blank-init") or not config.init_from_photos else bench.words
     plugins = load_plugins()
     vec = ConceptVectors.initialize(bb, NAME, plugins.group_sizes() or None, seed=seed, words=words)
     if name in ("no-concept", "caption-init"):
-        return vec, []
-    cs = ConceptSet(bb, [vec])
+        return vec, [], []
     positives = bench.photos + (bench.mirrored if config.mirror_photos else [])
-    ctx = BuildContext.from_concepts(
-        bb, cs, NAME, positives=positives, easy_negatives=bench.easy, hard_negatives=bench.hard,
-        soft_positives=[] if name == "photos-only" else bench.soft,
-        about=about_text(NAME, bench.thing), rng=random.Random(seed))
-    examples = training_set(ctx, plugins.get_modalities())
+    made = training_data(bb, vec, plugins.get_modalities(), positives=positives, easy=bench.easy,
+                         hard=bench.hard, soft=[] if name == "photos-only" else bench.soft,
+                         about=about_text(NAME, bench.thing), seed=seed)
+    examples = made.examples
     if name == "shared-prompt":
+        cs = ConceptSet(bb, [vec])
         groups = set(cs.group_ids(NAME, "generation")) | set(cs.group_ids(NAME, "understanding"))
         examples = _strip_groups(examples, groups)
-    return vec, examples
+    return vec, examples, made.stand_ins
 
 
 def train_variant(bb: Any, name: str, bench: Bench, config: Any, seed: int) -> tuple[Any, float]:
@@ -307,11 +307,11 @@ def train_variant(bb: Any, name: str, bench: Bench, config: Any, seed: int) -> t
     from yoc_assistant.personalize.trainer import train_concept
 
     t0 = time.time()
-    vec, examples = variant_examples(bb, name, bench, config, seed)
+    vec, examples, stand_ins = variant_examples(bb, name, bench, config, seed)
     if not examples:
         return ConceptSet(bb, [vec]), time.time() - t0
     run = dataclasses.replace(config, seed=seed, precision="fp32", checkpoint_every=10**9, eval_every=None)
-    result = train_concept(bb, vec, examples, run)
+    result = train_concept(bb, vec, examples, run, frozen=stand_ins)
     return ConceptSet(bb, [result.vectors]), time.time() - t0
 
 
