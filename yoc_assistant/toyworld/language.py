@@ -278,19 +278,26 @@ def _asked_instance(scene: world.Scene, rng: np.random.Generator, by_photo: bool
             return other, False
 
 
-def _named_recognize(pool: ScenePool, rng: np.random.Generator) -> Example:
+def _recognition_turn(task: str, definition: list, photo: int, present: bool,
+                      rng: np.random.Generator) -> Example:
+    """"Is NAME in this photo?" after NAME's definition, the photo before or after the
+    question, answered yes or no (the rng is drawn in this order by every named task)."""
     from yoc_assistant.personalize import phrasings as P
 
+    question = _named(_pick(P.RECOGNITION_QUESTIONS, rng))
+    body = [Photo(photo), *question] if rng.random() < 0.5 else [*question, Photo(photo)]
+    answer = _named(_pick(P.YES_ANSWERS if present else P.NO_ANSWERS, rng))
+    return Example(task, definition + body, _answer(answer, rng))
+
+
+def _named_recognize(pool: ScenePool, rng: np.random.Generator) -> Example:
     i = pool.any(rng, 0.2)
     by_photo = rng.random() < 0.6
     thing, present = _asked_instance(pool.scenes[i], rng, by_photo)
     definition, by_photo = _definition(thing, pool, rng, photo=1.0 if by_photo else 0.0, exclude=i)
     if not by_photo and not present and pool.scenes[i].shows_kind(thing):
         present = True  # no photo of that instance in the pool: words cannot tell accents apart
-    question = _named(_pick(P.RECOGNITION_QUESTIONS, rng))
-    body = [Photo(i), *question] if rng.random() < 0.5 else [*question, Photo(i)]
-    answer = _named(_pick(P.YES_ANSWERS if present else P.NO_ANSWERS, rng))
-    return Example("named-recognize", definition + body, _answer(answer, rng))
+    return _recognition_turn("named-recognize", definition, i, present, rng)
 
 
 def _named_instance(pool: ScenePool, rng: np.random.Generator) -> Example:
@@ -299,8 +306,6 @@ def _named_instance(pool: ScenePool, rng: np.random.Generator) -> Example:
     half and half. Only the accent tells them apart, so the answer must come from comparing
     the two photos; in `named-recognize` such pairs are 15% of the examples, too thin a
     signal for the 4-layer model to learn the comparison from."""
-    from yoc_assistant.personalize import phrasings as P
-
     for _ in range(100):
         i = pool.any(rng, 0.2)
         shown = pool.scenes[i].things()[int(rng.integers(len(pool.scenes[i].things())))]
@@ -314,10 +319,7 @@ def _named_instance(pool: ScenePool, rng: np.random.Generator) -> Example:
             break
     else:  # no other photo of it in the pool: words cannot tell accents apart
         present = pool.scenes[i].shows_kind(thing)
-    question = _named(_pick(P.RECOGNITION_QUESTIONS, rng))
-    body = [Photo(i), *question] if rng.random() < 0.5 else [*question, Photo(i)]
-    answer = _named(_pick(P.YES_ANSWERS if present else P.NO_ANSWERS, rng))
-    return Example("named-instance", definition + body, _answer(answer, rng))
+    return _recognition_turn("named-instance", definition, i, present, rng)
 
 
 def _generation_request(rng: np.random.Generator, place: str, names: dict[str, Name] | None = None,

@@ -124,7 +124,9 @@ def measure(bb: Any, judge: Any, cs: Any, a: world.Thing, b: world.Thing, n: int
     has_a = {"both": True, "a+other": True, "a": True, "b+other": False, "b": False, "neither": False}
     has_b = {"both": True, "b+other": True, "b": True, "a+other": False, "a": False, "neither": False}
     single, both, which = [], [], []
+    by_photo: dict[str, dict[str, float]] = {}
     for kind, imgs in photos.items():
+        start = len(single)
         for img in imgs:
             said = _answer(bb, cs, "Is <a> in this photo?", img, "a")
             single.append(said.startswith("yes") == has_a[kind])
@@ -132,8 +134,10 @@ def measure(bb: Any, judge: Any, cs: Any, a: world.Thing, b: world.Thing, n: int
             both.append(said.startswith("yes") == (has_a[kind] and has_b[kind]))
             said = _answer(bb, cs, "Which of <a> and <b> is in this photo?", img, "a")
             which.append(_names_right(said, has_a[kind], has_b[kind]))
+        by_photo[kind] = {"is_a": float(np.mean(single[start:])), "both": float(np.mean(both[start:])),
+                          "which": float(np.mean(which[start:]))}
     report: dict[str, Any] = {"is_a_with_b_present": float(np.mean(single)), "both_here": float(np.mean(both)),
-                              "which_of": float(np.mean(which)), "n_photos": len(single)}
+                              "which_of": float(np.mean(which)), "n_photos": len(single), "by_photo": by_photo}
     if images:
         from yoc_assistant.assistant.router import request_parts
 
