@@ -29,6 +29,7 @@ from yoc_assistant.personalize.prepare import (
     build_examples,
     initial_words,
     make_evaluator,
+    reference_tokens,
     select_images,
     vectors_file,
 )
@@ -208,6 +209,8 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
         note([f"concept rows start from the words {bb.detokenize(words).strip()!r} "
               "(what the backbone says the photos show)"])
     vectors = ConceptVectors.initialize(bb, name, groups, seed=config.seed, words=words)
+    if config.reference_photo:
+        vectors.reference = reference_tokens(bb, library, job)
     training = build_examples(bb, library, name, vectors, job, modalities, about=concept.about,
                               seed=config.seed, mirror=config.mirror_photos)
     examples = training.examples
@@ -287,7 +290,8 @@ def config_from_options(options: dict[str, Any], recipe: dict[str, Any] | None =
                "gradient_checkpointing": "gradient_checkpointing", "checkpoint_every": "checkpoint_every",
                "eval_every": "eval_every", "init_from_photos": "init_from_photos",
                "mirror_photos": "mirror_photos", "lr_schedule": "lr_schedule",
-               "warmup_steps": "warmup_steps", "clip_grad_norm": "clip_grad_norm"}
+               "warmup_steps": "warmup_steps", "clip_grad_norm": "clip_grad_norm",
+               "reference_photo": "reference_photo"}
     unknown = set(options) - set(mapping)
     if unknown:
         raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")

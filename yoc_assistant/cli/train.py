@@ -49,13 +49,16 @@ if TYPE_CHECKING:
               help="Start every concept row blank, not from the words the backbone uses for the photos.")
 @click.option("--no-mirror", is_flag=True,
               help="Do not add mirror images of the photos (for things with text or a left/right side).")
+@click.option("--reference-photo/--no-reference-photo", default=None,
+              help="Show one of the photos in the concept's prompt after its learned rows "
+                   "(default: the backbone's recipe; on for the toy backbone).")
 @json_option
 @quiet_option
 def train(name: str, epochs: int | None, steps: int | None, lr: float | None, batch_size: int | None,
           grad_accum: int | None, lr_schedule: str | None, warmup_steps: int | None,
           clip_grad_norm: float | None, gradient_checkpointing: bool | None, precision: str,
-          resume: bool, seed: int | None, blank_init: bool, no_mirror: bool, as_json: bool,
-          quiet: bool) -> None:
+          resume: bool, seed: int | None, blank_init: bool, no_mirror: bool, reference_photo: bool | None,
+          as_json: bool, quiet: bool) -> None:
     """Train (or retrain) concept NAME. Ctrl-C stops after the current step; --resume continues."""
     from yoc_assistant.errors import UserInputError
     from yoc_assistant.library import Library
@@ -73,7 +76,7 @@ def train(name: str, epochs: int | None, steps: int | None, lr: float | None, ba
             warmup_steps=warmup_steps, clip_grad_norm=clip_grad_norm,
             gradient_checkpointing=gradient_checkpointing,
             precision=precision, seed=seed, init_from_photos=False if blank_init else None,
-            mirror_photos=False if no_mirror else None)
+            mirror_photos=False if no_mirror else None, reference_photo=reference_photo)
     finally:
         lib.close()
     if as_json:

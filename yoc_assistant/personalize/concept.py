@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 FORMAT = "yoc-concept"
 FORMAT_VERSION = 1
+MAX_REFERENCE_TOKENS = 1 << 16  # a 512x512 Anole photo is 1024
 IDENTIFIER = "identifier"
 GENERATION = "generation"
 UNDERSTANDING = "understanding"
@@ -73,6 +74,9 @@ class ConceptVectors:
     input_rows: torch.Tensor
     output_rows: torch.Tensor
     metadata: dict[str, str] = field(default_factory=dict)
+    # Image-token ids of one of the concept's photos, shown in its prompt after its rows
+    # (`ConceptSet.prompt_ids`); empty: rows only (the paper). See TrainConfig.reference_photo.
+    reference: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.groups = check_groups(self.groups)
@@ -140,7 +144,12 @@ class ConceptVectors:
 
     def clone(self) -> ConceptVectors:
         return ConceptVectors(self.name, dict(self.groups), self.input_rows.detach().clone(),
-                              self.output_rows.detach().clone(), dict(self.metadata))
+                              self.output_rows.detach().clone(), dict(self.metadata), list(self.reference))
+
+    def with_rows(self, input_rows: torch.Tensor, output_rows: torch.Tensor) -> ConceptVectors:
+        """The same concept (name, groups, metadata, reference photo) with other rows."""
+        return ConceptVectors(self.name, dict(self.groups), input_rows, output_rows, dict(self.metadata),
+                              list(self.reference))
 
     # -- files --------------------------------------------------------------------------
     def file_metadata(self, bb: Backbone | None = None) -> dict[str, str]:
@@ -167,6 +176,8 @@ class ConceptVectors:
             "input_rows": self.input_rows.detach().to("cpu", torch.float32).contiguous(),
             "output_rows": self.output_rows.detach().to("cpu", torch.float32).contiguous(),
         }
+        if self.reference:
+            tensors["reference"] = torch.tensor(self.reference, dtype=torch.int64)
         target = Path(path)
         with atomic_path(target) as tmp:
             save_file(tensors, str(tmp), metadata=self.file_metadata(bb))
@@ -180,6 +191,10 @@ class ConceptVectors:
         vectors = _from_file(target, tensors, meta)
         if backbone is not None:
             check_compatible(target, meta, backbone)
+            image_ids = set(backbone.image_vocab.bpe_ids.tolist())
+            if any(t not in image_ids for t in vectors.reference):
+                raise UserInputError(f"{target}: its reference photo holds ids that are not this "
+                                     f"backbone's image tokens (corrupt file)")
         return vectors
 
 
@@ -217,15 +232,20 @@ def _from_file(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str
         name = meta["concept"]
     except (KeyError, ValueError, TypeError, RecursionError) as err:
         raise UserInputError(f"{path}: concept metadata is damaged ({short(repr(err))})") from None
-    if set(tensors) != {"input_rows", "output_rows"}:
-        raise UserInputError(f"{path}: expected tensors input_rows and output_rows, found "
-                             f"{len(tensors)}: {short(sorted(tensors)[:4], 120)}")
+    if not {"input_rows", "output_rows"} <= set(tensors) <= {"input_rows", "output_rows", "reference"}:
+        raise UserInputError(f"{path}: expected tensors input_rows and output_rows (and a reference "
+                             f"photo), found {len(tensors)}: {short(sorted(tensors)[:4], 120)}")
+    reference = tensors.pop("reference", None)
+    if reference is not None and (reference.dim() != 1 or reference.dtype != torch.int64 or
+                                  reference.numel() > MAX_REFERENCE_TOKENS or bool((reference < 0).any())):
+        raise UserInputError(f"{path}: the reference photo is not a list of image-token ids (corrupt file)")
     rows = {k: v.to(torch.float32) for k, v in tensors.items()}
     for key, value in rows.items():
         if not bool(torch.isfinite(value).all()):
             raise UserInputError(f"{path}: {key} holds NaN or infinite values (corrupt file)")
     try:
-        vectors = ConceptVectors(name, groups, rows["input_rows"], rows["output_rows"], meta)
+        vectors = ConceptVectors(name, groups, rows["input_rows"], rows["output_rows"], meta,
+                                 [] if reference is None else [int(t) for t in reference.tolist()])
     except UserInputError as err:
         raise UserInputError(f"{path}: {err}") from None
     if str(vectors.hidden_size) != meta.get("hidden_size", str(vectors.hidden_size)):
@@ -363,12 +383,16 @@ class ConceptSet:
         return {g: self.group_ids(name, g)[0] for g in self.get(name).groups}
 
     def prompt_ids(self, name: str) -> list[int]:
-        """The personalized prompt `<name> is <g1>..<gk><u1>..<uh>.` as ids (no BOS)."""
+        """The personalized prompt `<name> is <g1>..<gk><u1>..<uh>.` as ids (no BOS), with
+        the concept's reference photo before the full stop when it has one."""
         vec = self.get(name)
         ids = [self.identifier_id(name)]
         ids += self.backbone.tokenize(" is")
         for group in vec.groups:
             ids += self.group_ids(name, group)
+        if vec.reference:  # `<name> is <rows> <photo> .`: the pretraining's photo definitions
+            special = self.backbone.special
+            ids += [int(special.boi), *vec.reference, int(special.eoi)]
         ids += self.backbone.tokenize(".")
         return ids
 

@@ -204,6 +204,15 @@ def initial_words(bb: Backbone, library: Any, job: JobData) -> list[int]:
     return describe.photo_words(bb, [tokens[s] for s in job.train_positives])
 
 
+def reference_tokens(bb: Backbone, library: Any, job: JobData) -> list[int]:
+    """The image tokens of the photo a concept shows in its prompt (TrainConfig.reference_photo):
+    its first training photo (photos are kept in hash order, so the choice is stable)."""
+    from yoc_assistant.personalize import data
+
+    first = job.train_positives[0]
+    return list(data.image_tokens(library, bb, [first])[first])
+
+
 def make_evaluator(bb: Backbone, library: Any, name: str, job: JobData, notes: list[str],
                    clip_device: str = "cpu", shared_clip: SharedClip | None = None,
                    ) -> Callable[[ConceptVectors], dict[str, float]] | None:

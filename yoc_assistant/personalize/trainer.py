@@ -102,6 +102,14 @@ class TrainConfig:
     # Train on each photo and its mirror image (more views of the concept from the same
     # photos); off for things whose left and right differ (text, logos).
     mirror_photos: bool = True
+    # Show one of the photos (the first) in the concept's prompt after its rows:
+    # `<name> is <rows> <photo> .`, the shape of the toy backbone's photo definitions.
+    # The rows still carry what the photo does not (its name's facts, self-prompting);
+    # the photo carries detail the rows learn slowly (an unnamed accent). Costs the
+    # photo's tokens in every request's prompt (64 on the toy backbone, 1024 on Anole-7b);
+    # off by default (the paper's rows only), on in the toy backbone's recipe, where it
+    # was measured (docs/toyworld.md).
+    reference_photo: bool = False
     # "constant" (the paper), or "cosine": linear warmup over `warmup_steps`, then cosine
     # decay to 5% of `lr` at the last step.
     lr_schedule: str = "constant"
@@ -286,7 +294,7 @@ def rows_snapshot(template: ConceptVectors, rows: Sequence[torch.Tensor], step: 
     """The concept's rows as they are now, on the CPU, marked with the step."""
     meta = {**template.metadata, "trained_steps": str(step)}
     return ConceptVectors(template.name, dict(template.groups), rows[0].detach().cpu().clone(),
-                          rows[1].detach().cpu().clone(), meta)
+                          rows[1].detach().cpu().clone(), meta, list(template.reference))
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -320,11 +328,9 @@ def train_concept(bb: Backbone, vectors: ConceptVectors, examples: Sequence[Exam
     total = total_steps(config, schedule)
     rows = [r.detach().to(bb.device, torch.float32).clone().requires_grad_(True)
             for r in (vectors.input_rows, vectors.output_rows)]
-    concepts = ConceptSet(bb, [ConceptVectors(vectors.name, vectors.groups, rows[0], rows[1],
-                                              dict(vectors.metadata)),
-                               *(ConceptVectors(f.name, f.groups, f.input_rows.to(bb.device, torch.float32),
-                                                f.output_rows.to(bb.device, torch.float32), f.metadata)
-                                 for f in frozen)])
+    concepts = ConceptSet(bb, [vectors.with_rows(rows[0], rows[1]),
+                               *(f.with_rows(f.input_rows.to(bb.device, torch.float32),
+                                             f.output_rows.to(bb.device, torch.float32)) for f in frozen)])
     optimizer = accel.prepare(torch.optim.AdamW(rows, lr=config.lr, betas=config.betas,
                                                 weight_decay=config.weight_decay))
     identity = {"data_digest": data_digest(examples), "seed": str(config.seed),
