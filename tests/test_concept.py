@@ -180,3 +180,48 @@ def test_extra_carries_gradients_to_the_rows(bb: Backbone) -> None:
     assert vec.input_rows.grad is not None and vec.input_rows.grad[0].abs().sum() > 0
     assert vec.output_rows.grad is not None and vec.output_rows.grad[3].abs().sum() > 0
     assert all(p.grad is None for p in bb.model.parameters())
+
+
+# -- the reference photo ------------------------------------------------------------------------
+def test_a_reference_photo_is_shown_in_the_prompt_and_kept_in_the_file(bb: Backbone, tmp_path: Path) -> None:
+    photo = bb.image_vocab.bpe_ids[: bb.image_seq_length].tolist()
+    vec = ConceptVectors.initialize(bb, "bo", seed=1)
+    plain = ConceptSet(bb, [vec]).prompt_ids("bo")
+    vec.reference = list(photo)
+    ids = ConceptSet(bb, [vec]).prompt_ids("bo")
+    sp = bb.special
+    # <bo> is <rows> BOI photo EOI .  -- the rows' prompt with the photo before the full stop
+    stop = len(bb.tokenize("."))
+    assert ids[:-stop] == plain[:-stop] + [sp.boi, *photo, sp.eoi] and ids[-stop:] == plain[-stop:]
+    back = ConceptVectors.load(vec.save(tmp_path / "bo.safetensors", bb), bb)
+    assert back.reference == photo
+    assert ConceptSet(bb, [back]).prompt_ids("bo") == ids
+    assert back.clone().reference == photo and back.with_rows(back.input_rows, back.output_rows).reference == photo
+    assert ConceptVectors.load(ConceptVectors.initialize(bb, "x").save(tmp_path / "x.safetensors", bb), bb).reference == []
+
+
+@pytest.mark.parametrize("bad", ["text ids", "negative", "floats"])
+def test_a_damaged_reference_photo_is_refused_naming_the_file(bb: Backbone, tmp_path: Path, bad: str) -> None:
+    vec = ConceptVectors.initialize(bb, "bo", seed=1)
+    path = vec.save(tmp_path / "bo.safetensors", bb)
+    with safe_open(str(path), framework="pt") as fh:
+        meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    tensors["reference"] = {"text ids": torch.tensor([1, 2, 3]), "negative": torch.tensor([-5]),
+                            "floats": torch.tensor([0.5])}[bad]
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(UserInputError, match="bo.safetensors.*reference photo"):
+        ConceptVectors.load(path, bb)
+
+
+def test_the_toy_backbones_recipe_shows_a_reference_photo_unless_told_not_to() -> None:
+    from yoc_assistant.app.training import config_from_options
+    from yoc_assistant.backbone.loading import recipe_of
+    from yoc_assistant.personalize.trainer import TrainConfig
+    from yoc_assistant.toyworld.common import BACKBONE_DIR
+    from yoc_assistant.toyworld.train_backbone import RECIPE
+
+    recipe = recipe_of(BACKBONE_DIR)
+    assert recipe == RECIPE  # the shipped checkpoint carries the recipe its exporter writes
+    assert TrainConfig().reference_photo is False  # the paper's default elsewhere
+    assert config_from_options({}, recipe=recipe).reference_photo is True
+    assert config_from_options({"reference_photo": False}, recipe=recipe).reference_photo is False
