@@ -126,6 +126,13 @@ def test_decisive_tokens_weigh_as_much_as_the_rest_of_their_answer(bb) -> None:
     assert route.weights[-len(rt):][0] == pytest.approx(len(rt) - 1)
     gen = data.generation_examples(ctx)[0]
     assert gen.weights is None  # its route token would outweigh the 66 image tokens
+    fact = data.qa_examples(_ctx(bb, about="colour: orange"))[0]
+    _, ft = _split(fact)
+    fw = fact.weights[-len(ft):]
+    answer = range(H, len(ft) - 1)  # every answer word decides, as the route token does
+    assert fw[0] == fw[H] >= 1 and all(fw[k] == fw[0] for k in answer)
+    assert sum(fw[k] for k in (0, *answer)) >= len(ft) - 1 - len(answer)  # at least the rest's weight
+    assert all(fw[k] == 1.0 for k in range(1, H)) and fw[-1] == 1.0
     plain = data.make_example([1, 2], [3], "x", decisive=(0,))  # nothing else to weigh against
     assert plain.weights is None
 

@@ -78,7 +78,7 @@ def make_example(prompt: Sequence[int], target: Sequence[int], task: str,
     weights = None
     picked = sorted({int(i) for i in decisive if 0 <= int(i) < len(target)})
     if picked and len(target) > len(picked):
-        share = (len(target) - len(picked)) / len(picked)
+        share = max(1.0, (len(target) - len(picked)) / len(picked))  # never less than the rest
         weights = [0.0] * len(prompt) + [share if i in picked else 1.0 for i in range(len(target))]
     return Example(list(prompt) + target, [IGNORE] * len(prompt) + target, task, weights)
 
@@ -252,9 +252,14 @@ def qa_examples(ctx: BuildContext, group: str = UNDERSTANDING) -> list[Example]:
     out = []
     for question, answer in parse_about(ctx.about, ctx.name) + list(ctx.qa_pairs):
         prompt = bb.prompt_ids([list(ctx.prompt_ids), text_ids(bb, question, ctx.identifier_id)])
-        target = tokens + text_ids(bb, answer, ctx.identifier_id) + [int(bb.special.eos)]
-        # No decisive token: a fact's deciding word is anywhere in its answer.
-        out.append(make_example(prompt, target, "qa"))
+        words = text_ids(bb, answer, ctx.identifier_id)
+        target = tokens + words + [int(bb.special.eos)]
+        # A fact's deciding word may be anywhere in its answer: every answer token decides
+        # (with the route token), against the group's other tokens, which follow from the
+        # first. Unweighted, the facts lost to recognition's weighted Yes/No ("What is
+        # <x>'s pattern?" -> "<x>'s colour is blue.").
+        decisive = (0, *range(len(tokens), len(tokens) + len(words)))
+        out.append(make_example(prompt, target, "qa", decisive=decisive))
     return out
 
 
