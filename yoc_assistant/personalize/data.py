@@ -13,6 +13,8 @@ says which modality answers:
 * qa: BOS + personalized prompt + question + SEP -> understanding group + answer + EOS,
   from the user's description (`--about`, format in `parse_about`) and optional
   captions the backbone makes of the photos (`captions_from_backbone`).
+* pair: recognition and "Which of <name> and <other> ...?" with a stand-in concept's
+  prompt present too (`pair_examples`; the stand-ins are `prepare.stand_ins`).
 * generation: BOS + personalized prompt + "A photo of <name>." + SEP
   -> generation tokens + BOI + image tokens + EOI + EOS.
   Real photos get all k generation tokens. Soft positives (most similar first) are
@@ -23,6 +25,8 @@ says which modality answers:
   is built, and tested, explicitly.)
 
 `<name>` is always the concept's identifier token (an id >= vocab_size), never text.
+Decisive tokens (`make_example(decisive=)`: the first group token, a Yes/No, a fact's
+answer words) weigh as much as the rest of their target in the loss.
 """
 
 from __future__ import annotations
