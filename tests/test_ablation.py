@@ -53,4 +53,12 @@ def test_variants_train_on_what_yoc_train_trains_on() -> None:
         if m.example_requests:
             assert f"{m.group}-requests" in tasks, tasks
     assert {"recognition", "generation", "pair"} <= tasks
+    _, shared, _ = ablation.variant_examples(bb, "shared-prompt", bench, ablation.default_recipe(bb), 0)
+    from yoc_assistant.personalize.concept import ConceptSet
+
+    cs = ConceptSet(bb, [vec])
+    groups = {t for g in vec.groups for t in cs.group_ids(ablation.NAME, g)}
+    assert shared and all(any(lab != -100 for lab in ex.labels) for ex in shared)  # trainable
+    assert not any(t in groups for ex in shared for t in ex.labels)  # no self-prompting targets
+    assert not any(ex.task.endswith("-requests") for ex in shared)
     assert stand_ins and all(s.groups == vec.groups for s in stand_ins)

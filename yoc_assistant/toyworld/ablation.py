@@ -268,8 +268,11 @@ def _strip_groups(examples: list[Any], group_ids: set[int]) -> list[Any]:
     for ex in examples:
         keep = [i for i, (t, lab) in enumerate(zip(ex.ids, ex.labels, strict=True))
                 if lab == IGNORE or t not in group_ids]
+        labels = [ex.labels[i] for i in keep]
+        if all(lab == IGNORE for lab in labels):
+            continue  # a router target is its group tokens only: no self-prompting, no example
         weights = None if ex.weights is None else [ex.weights[i] for i in keep]
-        out.append(Example([ex.ids[i] for i in keep], [ex.labels[i] for i in keep], ex.task, weights))
+        out.append(Example([ex.ids[i] for i in keep], labels, ex.task, weights))
     return out
 
 
