@@ -21,8 +21,8 @@ import sys
 
 import pytest
 
-MIN_RECOGNITION = 0.55
-MIN_ROUTING = 0.6
+MIN_RECOGNITION = 0.65
+MIN_ROUTING = 0.8
 SEEDS = ("0", "1")
 
 
