@@ -193,7 +193,11 @@ def test_a_reference_photo_is_shown_in_the_prompt_and_kept_in_the_file(bb: Backb
     # <bo> is <rows> BOI photo EOI .  -- the rows' prompt with the photo before the full stop
     stop = len(bb.tokenize("."))
     assert ids[:-stop] == plain[:-stop] + [sp.boi, *photo, sp.eoi] and ids[-stop:] == plain[-stop:]
-    back = ConceptVectors.load(vec.save(tmp_path / "bo.safetensors", bb), bb)
+    saved = vec.save(tmp_path / "bo.safetensors", bb)
+    from yoc_assistant.library.vectorfile import check_concept_file
+
+    check_concept_file(saved)  # the library's torch-free check calls it usable ("ready")
+    back = ConceptVectors.load(saved, bb)
     assert back.reference == photo
     assert ConceptSet(bb, [back]).prompt_ids("bo") == ids
     assert back.clone().reference == photo and back.with_rows(back.input_rows, back.output_rows).reference == photo
@@ -211,6 +215,11 @@ def test_a_damaged_reference_photo_is_refused_naming_the_file(bb: Backbone, tmp_
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(UserInputError, match="bo.safetensors.*reference photo"):
         ConceptVectors.load(path, bb)
+    if bad == "floats":
+        from yoc_assistant.library.vectorfile import VectorFileError, check_concept_file
+
+        with pytest.raises(VectorFileError, match="bo.safetensors.*reference photo"):
+            check_concept_file(path)
 
 
 def test_the_toy_backbones_recipe_shows_a_reference_photo_unless_told_not_to() -> None:

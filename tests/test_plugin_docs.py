@@ -87,7 +87,7 @@ def test_the_documented_plugin_is_routed_to_after_training(tmp_path: Path, yoc_h
     with Library.open() as lib:
         add_concept_from_paths(lib, photos(tmp_path / "bo", 3), "bo")
         outcome = train_concept_job(lib, "bo", backbone=bb, plugins=plugins,
-                                    config=TrainConfig(max_steps=200, batch_size=8, lr=3e-2,
+                                    config=TrainConfig(max_steps=400, batch_size=8, lr=3e-2,
                                                        init_from_photos=False, mirror_photos=False))
         assert outcome.metrics["examples_by_task"]["audio-requests"] > 0
         assistant = Assistant(bb, lib, plugins, log_path=tmp_path / "router.jsonl")

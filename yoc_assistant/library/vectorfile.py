@@ -2,9 +2,10 @@
 file must pass before the library calls a concept `ready` (import, `concepts list`).
 
 A concept file (written by `personalize.concept.ConceptVectors.save`) is safetensors
-with exactly two float32 tensors, `input_rows` and `output_rows`, both
-`[1 + sum(group sizes), hidden]`, finite, and metadata `format = yoc-concept` naming
-its groups and hidden size. Anything else (another tensor, a 200k-entry header, NaN
+with two float32 tensors, `input_rows` and `output_rows`, both
+`[1 + sum(group sizes), hidden]`, finite, optionally a third, `reference` (int64
+image-token ids of the photo its prompt shows, 1-D), and metadata `format = yoc-concept`
+naming its groups and hidden size. Anything else (another tensor, a 200k-entry header, NaN
 rows, a wrong shape or dtype) is refused here with a short message, so no later
 command trips over it.
 """
@@ -21,6 +22,8 @@ from yoc_assistant.errors import UserInputError, short
 
 CONCEPT_FORMAT = "yoc-concept"
 TENSORS = ("input_rows", "output_rows")
+REFERENCE = "reference"  # optional: the reference photo's image-token ids (int64, 1-D)
+MAX_REFERENCE = 1 << 16
 # A concept file's header holds two tensors and a few metadata strings: far below this.
 MAX_HEADER_BYTES = 1 * 2**20
 MAX_FILE_BYTES = 512 * 2**20  # 1 + 4096 rows of 32k hidden, float32, twice: more than any backbone
@@ -107,10 +110,10 @@ def check_concept_bytes(data: bytes, label: str) -> dict[str, str]:
     meta = dict(header.pop("__metadata__", {}) or {})
     if meta.get("format") != CONCEPT_FORMAT:
         raise VectorFileError(f"{label}: not a yoc concept file (format {short(meta.get('format'), 40)!r})")
-    if set(header) != set(TENSORS):
+    if set(header) - {REFERENCE} != set(TENSORS):
         found = sorted(header)[:4]
-        raise VectorFileError(f"{label}: a concept file holds exactly the tensors input_rows and "
-                              f"output_rows (found {len(header)}: {short(found, 120)})")
+        raise VectorFileError(f"{label}: a concept file holds the tensors input_rows and "
+                              f"output_rows, and maybe a reference (found {len(header)}: {short(found, 120)})")
     groups = _groups(meta, label)
     rows = 1 + sum(groups.values())
     try:
@@ -130,6 +133,17 @@ def check_concept_bytes(data: bytes, label: str) -> dict[str, str]:
         first, last = entry["data_offsets"]
         if last - first != rows * hidden * 4:
             raise VectorFileError(f"{label}: {name} has {last - first} bytes of data, not {rows * hidden * 4}")
+        end = max(end, last)
+    if REFERENCE in header:
+        entry = header[REFERENCE]
+        shape = entry.get("shape")
+        if (entry.get("dtype") != "I64" or not isinstance(shape, list) or len(shape) != 1
+                or not isinstance(shape[0], int) or not 1 <= shape[0] <= MAX_REFERENCE):
+            raise VectorFileError(f"{label}: its reference photo is not a list of token ids "
+                                  f"({short(entry.get('dtype'), 20)} {short(shape, 40)})")
+        first, last = entry["data_offsets"]
+        if last - first != shape[0] * 8:
+            raise VectorFileError(f"{label}: reference has {last - first} bytes of data, not {shape[0] * 8}")
         end = max(end, last)
     if start + end != len(data):
         raise VectorFileError(f"{label}: {len(data) - start - end} bytes more than its tensors")
