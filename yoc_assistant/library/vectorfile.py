@@ -112,8 +112,8 @@ def check_concept_bytes(data: bytes, label: str) -> dict[str, str]:
         raise VectorFileError(f"{label}: not a yoc concept file (format {short(meta.get('format'), 40)!r})")
     if set(header) - {REFERENCE} != set(TENSORS):
         found = sorted(header)[:4]
-        raise VectorFileError(f"{label}: a concept file holds the tensors input_rows and "
-                              f"output_rows, and maybe a reference (found {len(header)}: {short(found, 120)})")
+        raise VectorFileError(f"{label}: a concept file holds exactly the tensors input_rows and "
+                              f"output_rows, and an optional reference (found {len(header)}: {short(found, 120)})")
     groups = _groups(meta, label)
     rows = 1 + sum(groups.values())
     try:
