@@ -211,7 +211,7 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
     vectors = ConceptVectors.initialize(bb, name, groups, seed=config.seed, words=words)
     if config.reference_photo:
         vectors.reference = reference_tokens(bb, library, job)
-    training = build_examples(bb, library, name, vectors, job, modalities, about=concept.about,
+    training = build_examples(bb, library, vectors, job, modalities, about=concept.about,
                               seed=config.seed, mirror=config.mirror_photos)
     examples = training.examples
     note(training.notes)

@@ -135,6 +135,10 @@ class BuildContext:
         return cls(backbone=backbone, name=name, identifier_id=concepts.identifier_id(name),
                    prompt_ids=list(concepts.prompt_ids(name)), groups=groups, **fields)
 
+    def negatives(self) -> list[list[int]]:
+        """The photos that are not the concept: easy, then hard (each list capped)."""
+        return self.easy_negatives[: self.n_easy] + self.hard_negatives[: self.n_hard]
+
     def group(self, name: str) -> list[int]:
         if name not in self.groups:
             raise UserInputError(f"concept {self.name!r} has no {name!r} token group "
@@ -191,7 +195,7 @@ def recognition_prompt(bb: Any, personal: Sequence[int], image: Sequence[int],
 def recognition_examples(ctx: BuildContext, group: str = UNDERSTANDING) -> list[Example]:
     """Yes for the concept's photos, No for easy and hard negatives (see module doc)."""
     bb, tokens = ctx.backbone, ctx.group(group)
-    negatives = ctx.easy_negatives[: ctx.n_easy] + ctx.hard_negatives[: ctx.n_hard]
+    negatives = ctx.negatives()
     if not ctx.positives:
         return []
     n_pos = max(len(negatives), len(ctx.positives))
@@ -277,7 +281,7 @@ def pair_examples(ctx: BuildContext, group: str = UNDERSTANDING) -> list[Example
     otherwise answers about whichever name was defined last ("No, <b> is not in this
     photo" for every photo). Yes/no and the answer's first word are decisive tokens."""
     bb, tokens = ctx.backbone, ctx.group(group)
-    negatives = ctx.easy_negatives[: ctx.n_easy] + ctx.hard_negatives[: ctx.n_hard]
+    negatives = ctx.negatives()
     if not ctx.others or not ctx.positives:
         return []
     n = math.ceil(PAIR_SHARE * 2 * max(len(negatives), len(ctx.positives)))

@@ -146,7 +146,7 @@ def training_data(bb: Backbone, vectors: ConceptVectors, modalities: Sequence[An
     return TrainingData(training_set(ctx, modalities), extra, list(ctx.notes))
 
 
-def build_examples(bb: Backbone, library: Any, name: str, vectors: ConceptVectors, job: JobData,
+def build_examples(bb: Backbone, library: Any, vectors: ConceptVectors, job: JobData,
                    modalities: Sequence[Any], *, about: str | None, seed: int, mirror: bool = False,
                    on_progress: Callable[[int, int], None] | None = None) -> TrainingData:
     """Examples of every modality (or the three built-in tasks without plugins). `mirror`:

@@ -319,7 +319,7 @@ def train_concept(bb: Backbone, vectors: ConceptVectors, examples: Sequence[Exam
     config.validate()
     folder = Path(run_dir) if run_dir is not None else None
     examples = list(examples)
-    frozen = [f.clone() for f in frozen]
+    frozen = list(frozen)  # read only: with_rows below shares their rows, never writes them
     tasks = check_examples(examples, bb, vectors.n_rows + sum(f.n_rows for f in frozen))
     lengths = [len(e.ids) for e in examples]
     accel = Accelerator(cpu=bb.device.type == "cpu")
