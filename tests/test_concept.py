@@ -234,3 +234,49 @@ def test_the_toy_backbones_recipe_shows_a_reference_photo_unless_told_not_to() -
     assert TrainConfig().reference_photo is False  # the paper's default elsewhere
     assert config_from_options({}, recipe=recipe).reference_photo is True
     assert config_from_options({"reference_photo": False}, recipe=recipe).reference_photo is False
+    assert TrainConfig().vary_reference is True  # each photo shown in turn while training
+    assert config_from_options({"vary_reference": False}, recipe=recipe).vary_reference is False
+
+
+def test_training_shows_each_photo_in_turn_never_the_examples_own(bb: Backbone) -> None:
+    """TrainConfig.vary_reference: a concept that shows a reference photo is trained with
+    each of its photos shown in turn (never the one the example asks about); the saved
+    concept, and every request, shows the first."""
+    import random
+
+    from yoc_assistant.personalize import data
+
+    ids = bb.image_vocab.bpe_ids.tolist()
+    n = bb.image_seq_length
+    photos = [random.Random(k).sample(ids, n) for k in range(4)]  # 3 photos and a negative
+    vec = ConceptVectors.initialize(bb, "bo", seed=1)
+    vec.reference = list(photos[0])
+    concepts = ConceptSet(bb, [vec])
+    for refs, expect_views in ((photos[:3], 3), ([], 0)):
+        ctx = data.BuildContext.from_concepts(bb, concepts, "bo", references=refs, positives=photos[:3],
+                                              easy_negatives=[photos[3]])
+        assert len(ctx.prompt_views) == expect_views
+        assert ctx.prompt_ids == concepts.prompt_ids("bo")  # what requests show: the first photo
+        shown = set()
+        for ex in data.recognition_examples(ctx):
+            blocks = _blocks(ex.ids, photos, bb)  # photo indices in order: reference, asked
+            assert len(blocks) == 2
+            shown.add(blocks[0])
+            if expect_views:
+                assert blocks[0] != blocks[1]  # the reference is another photo, never its own
+        assert shown == ({0, 1, 2} if expect_views else {0})
+    plain = ConceptVectors.initialize(bb, "bo", seed=1)  # no reference photo: nothing to vary
+    ctx = data.BuildContext.from_concepts(bb, ConceptSet(bb, [plain]), "bo", references=photos)
+    assert ctx.prompt_views == [] and ctx.prompt(photos[0]) == ctx.prompt_ids
+
+
+def _blocks(seq: list[int], photos: list[list[int]], bb: Backbone) -> list[int]:
+    """Which of `photos` the image blocks of `seq` show, in order."""
+    out, start = [], None
+    for i, t in enumerate(seq):
+        if t == bb.special.boi:
+            start = i + 1
+        elif t == bb.special.eoi and start is not None:
+            out.append(photos.index(seq[start:i]))
+            start = None
+    return out
