@@ -212,8 +212,7 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
     if config.reference_photo:
         vectors.reference = reference_tokens(bb, library, job)
     training = build_examples(bb, library, vectors, job, modalities, about=concept.about,
-                              seed=config.seed, mirror=config.mirror_photos,
-                              vary_reference=config.vary_reference)
+                              seed=config.seed, mirror=config.mirror_photos)
     examples = training.examples
     note(training.notes)
     eval_notes: list[str] = []
@@ -292,7 +291,7 @@ def config_from_options(options: dict[str, Any], recipe: dict[str, Any] | None =
                "eval_every": "eval_every", "init_from_photos": "init_from_photos",
                "mirror_photos": "mirror_photos", "lr_schedule": "lr_schedule",
                "warmup_steps": "warmup_steps", "clip_grad_norm": "clip_grad_norm",
-               "reference_photo": "reference_photo", "vary_reference": "vary_reference"}
+               "reference_photo": "reference_photo"}
     unknown = set(options) - set(mapping)
     if unknown:
         raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")

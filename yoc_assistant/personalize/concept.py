@@ -382,19 +382,17 @@ class ConceptSet:
     def group_first_ids(self, name: str) -> dict[str, int]:
         return {g: self.group_ids(name, g)[0] for g in self.get(name).groups}
 
-    def prompt_ids(self, name: str, reference: Sequence[int] | None = None) -> list[int]:
+    def prompt_ids(self, name: str) -> list[int]:
         """The personalized prompt `<name> is <g1>..<gk><u1>..<uh>.` as ids (no BOS), with
-        the concept's reference photo before the full stop when it has one. `reference`:
-        show these image tokens instead (training shows each of the photos in turn)."""
+        the concept's reference photo before the full stop when it has one."""
         vec = self.get(name)
         ids = [self.identifier_id(name)]
         ids += self.backbone.tokenize(" is")
         for group in vec.groups:
             ids += self.group_ids(name, group)
-        photo = vec.reference if reference is None else list(reference)
-        if photo:  # `<name> is <rows> <photo> .`: the pretraining's photo definitions
+        if vec.reference:  # `<name> is <rows> <photo> .`: the pretraining's photo definitions
             special = self.backbone.special
-            ids += [int(special.boi), *photo, int(special.eoi)]
+            ids += [int(special.boi), *vec.reference, int(special.eoi)]
         ids += self.backbone.tokenize(".")
         return ids
 

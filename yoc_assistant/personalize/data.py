@@ -126,33 +126,14 @@ class BuildContext:
     # Other concepts whose prompts share some requests with this one (`pair_examples`);
     # their rows are in the same ConceptSet, frozen.
     others: list[Other] = field(default_factory=list)
-    # (reference photo, the prompt that shows it): when a concept shows a reference photo,
-    # each example's prompt shows one of its photos at random (`prompt`); empty: always
-    # `prompt_ids`.
-    prompt_views: list[tuple[list[int], list[int]]] = field(default_factory=list)
 
     @classmethod
-    def from_concepts(cls, backbone: Any, concepts: Any, name: str,
-                      references: Sequence[Sequence[int]] = (), **fields: Any) -> BuildContext:
-        """From a ConceptSet: identifier, personalized prompt and every group of `name`.
-        `references`: the photos its prompt may show in training (only if it shows one)."""
+    def from_concepts(cls, backbone: Any, concepts: Any, name: str, **fields: Any) -> BuildContext:
+        """From a ConceptSet: identifier, personalized prompt and every group of `name`."""
         vec = concepts.get(name)
         groups = {g: list(concepts.group_ids(name, g)) for g in vec.groups}
-        views = [(list(r), list(concepts.prompt_ids(name, reference=r))) for r in references] \
-            if vec.reference else []
         return cls(backbone=backbone, name=name, identifier_id=concepts.identifier_id(name),
-                   prompt_ids=list(concepts.prompt_ids(name)), groups=groups, prompt_views=views,
-                   **fields)
-
-    def prompt(self, image: Sequence[int] | None = None) -> list[int]:
-        """The concept's prompt for one example: with `prompt_views`, one showing a photo
-        other than the example's own `image` (a photo compared with itself teaches
-        nothing), at random; else `prompt_ids`. Why several: with one photo always shown,
-        the rows learn to answer for that photo; shown each in turn, they learn the thing."""
-        views = [p for ref, p in self.prompt_views if image is None or ref != list(image)]
-        if not views:
-            return list(self.prompt_ids)
-        return list(views[self.rng.randrange(len(views))])
+                   prompt_ids=list(concepts.prompt_ids(name)), groups=groups, **fields)
 
     def negatives(self) -> list[list[int]]:
         """The photos that are not the concept: easy, then hard (each list capped)."""
@@ -225,8 +206,7 @@ def recognition_examples(ctx: BuildContext, group: str = UNDERSTANDING) -> list[
     out = []
     for image, yes in labelled:
         question = text_ids(bb, ctx.rng.choice(P.RECOGNITION_QUESTIONS), ctx.identifier_id)
-        prompt = recognition_prompt(bb, ctx.prompt(image), question=question, image=image,
-                                    image_first=ctx.rng.random() < 0.5)
+        prompt = recognition_prompt(bb, ctx.prompt_ids, image, question, ctx.rng.random() < 0.5)
         answer = ctx.rng.choice(P.YES_ANSWERS if yes else P.NO_ANSWERS)
         target = tokens + text_ids(bb, answer, ctx.identifier_id) + [int(bb.special.eos)]
         out.append(make_example(prompt, target, "recognition", decisive=(0, len(tokens))))
@@ -279,7 +259,7 @@ def qa_examples(ctx: BuildContext, group: str = UNDERSTANDING) -> list[Example]:
     bb, tokens = ctx.backbone, ctx.group(group)
     out = []
     for question, answer in parse_about(ctx.about, ctx.name) + list(ctx.qa_pairs):
-        prompt = bb.prompt_ids([ctx.prompt(), text_ids(bb, question, ctx.identifier_id)])
+        prompt = bb.prompt_ids([list(ctx.prompt_ids), text_ids(bb, question, ctx.identifier_id)])
         words = text_ids(bb, answer, ctx.identifier_id)
         target = tokens + words + [int(bb.special.eos)]
         # A fact's deciding word may be anywhere in its answer: every answer token decides
@@ -316,8 +296,7 @@ def pair_examples(ctx: BuildContext, group: str = UNDERSTANDING) -> list[Example
         else:
             image, mine, theirs = ctx.rng.choice(negatives), False, False
         me_first = ctx.rng.random() < 0.5
-        mine_prompt = ctx.prompt(image)
-        definitions = [*mine_prompt, *other.prompt_ids] if me_first else [*other.prompt_ids, *mine_prompt]
+        definitions = [*ctx.prompt_ids, *other.prompt_ids] if me_first else [*other.prompt_ids, *ctx.prompt_ids]
         kind = ctx.rng.random()
         if kind < 0.5:  # one of the two, by name
             asked, present = (ctx.identifier_id, mine) if kind < 0.3 else (other.identifier_id, theirs)
@@ -356,7 +335,7 @@ def routing_examples(ctx: BuildContext, group: str, requests: Sequence[str]) -> 
     bb, tokens = ctx.backbone, ctx.group(group)
     out = []
     for request in requests:
-        prompt = bb.prompt_ids([ctx.prompt(), text_ids(bb, request, ctx.identifier_id)])
+        prompt = bb.prompt_ids([list(ctx.prompt_ids), text_ids(bb, request, ctx.identifier_id)])
         out += [make_example(prompt, tokens, f"{group}-requests", decisive=(0,))] * ROUTING_REPEATS
     return out
 
@@ -403,7 +382,7 @@ def generation_example(ctx: BuildContext, image: Sequence[int], n_tokens: int,
                        phrasing: str, group: str = GENERATION) -> Example:
     bb, tokens = ctx.backbone, ctx.group(group)
     dropped = set(tokens[n_tokens:])
-    personal = [t for t in ctx.prompt(image) if t not in dropped]
+    personal = [t for t in ctx.prompt_ids if t not in dropped]
     prompt = bb.prompt_ids([personal, text_ids(bb, phrasing, ctx.identifier_id)])
     target = tokens[:n_tokens] + image_block(bb, image) + [int(bb.special.eos)]
     # No decisive token here: its route token would weigh as much as the 66 image tokens;

@@ -130,18 +130,16 @@ def stand_ins(bb: Backbone, vectors: ConceptVectors, photos: Sequence[Sequence[i
 def training_data(bb: Backbone, vectors: ConceptVectors, modalities: Sequence[Any], *,
                   positives: Sequence[Sequence[int]], soft: Sequence[Sequence[int]],
                   hard: Sequence[Sequence[int]], easy: Sequence[Sequence[int]], about: str | None,
-                  seed: int, vary_reference: bool = True) -> TrainingData:
+                  seed: int) -> TrainingData:
     """Everything a concept trains on, from image tokens: `yoc train` (`build_examples`)
-    and the toy world's harnesses both come through here. `vary_reference`: a concept that
-    shows a reference photo shows each of its training photos in turn (TrainConfig)."""
+    and the toy world's harnesses both come through here."""
     from yoc_assistant.personalize import data
 
     others_photos = list(hard) + list(easy)
     extra = stand_ins(bb, vectors, others_photos, seed)
     concepts = ConceptSet(bb, [vectors, *extra])
     ctx = data.BuildContext.from_concepts(
-        bb, concepts, vectors.name, references=list(positives) if vary_reference else [],
-        positives=list(positives), soft_positives=list(soft),
+        bb, concepts, vectors.name, positives=list(positives), soft_positives=list(soft),
         hard_negatives=list(hard), easy_negatives=list(easy), about=about, rng=random.Random(seed),
         others=[data.Other(concepts.identifier_id(v.name), list(concepts.prompt_ids(v.name)), list(photo))
                 for v, photo in zip(extra, others_photos, strict=False)])
@@ -150,7 +148,6 @@ def training_data(bb: Backbone, vectors: ConceptVectors, modalities: Sequence[An
 
 def build_examples(bb: Backbone, library: Any, vectors: ConceptVectors, job: JobData,
                    modalities: Sequence[Any], *, about: str | None, seed: int, mirror: bool = False,
-                   vary_reference: bool = True,
                    on_progress: Callable[[int, int], None] | None = None) -> TrainingData:
     """Examples of every modality (or the three built-in tasks without plugins). `mirror`:
     each training photo's mirror image is one more positive."""
@@ -164,8 +161,7 @@ def build_examples(bb: Backbone, library: Any, vectors: ConceptVectors, job: Job
     tokens = data.image_tokens(library, bb, shas, on_progress=on_progress)
     return training_data(bb, vectors, modalities, positives=[tokens[s] for s in positives],
                          soft=[tokens[s] for s in job.soft], hard=[tokens[s] for s in job.hard],
-                         easy=[tokens[s] for s in job.easy], about=about, seed=seed,
-                         vary_reference=vary_reference)
+                         easy=[tokens[s] for s in job.easy], about=about, seed=seed)
 
 
 def training_set(ctx: Any, modalities: Sequence[Any]) -> list[Any]:

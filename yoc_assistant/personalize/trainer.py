@@ -110,10 +110,6 @@ class TrainConfig:
     # off by default (the paper's rows only), on in the toy backbone's recipe, where it
     # was measured (docs/toyworld.md).
     reference_photo: bool = False
-    # With a reference photo: each training example's prompt shows one of the training
-    # photos (and mirrors) at random, never the example's own; the saved concept shows the
-    # first. Shown one photo always, the rows learnt that photo's answers, not the thing's.
-    vary_reference: bool = True
     # "constant" (the paper), or "cosine": linear warmup over `warmup_steps`, then cosine
     # decay to 5% of `lr` at the last step.
     lr_schedule: str = "constant"

@@ -295,8 +295,7 @@ def variant_examples(bb: Any, name: str, bench: Bench, config: Any, seed: int,
     positives = bench.photos + (bench.mirrored if config.mirror_photos else [])
     made = training_data(bb, vec, plugins.get_modalities(), positives=positives, easy=bench.easy,
                          hard=bench.hard, soft=[] if name == "photos-only" else bench.soft,
-                         about=about_text(NAME, bench.thing), seed=seed,
-                         vary_reference=config.vary_reference)
+                         about=about_text(NAME, bench.thing), seed=seed)
     examples = made.examples
     if name == "shared-prompt":
         cs = ConceptSet(bb, [vec])
@@ -335,8 +334,6 @@ def run_one(bb: Any, clip: Any, judge: Any, thing: world.Thing, seed: int, args:
     config = default_recipe(bb)
     if args.steps:
         config = dataclasses.replace(config, max_steps=args.steps)
-    if getattr(args, "fixed_reference", False):
-        config = dataclasses.replace(config, vary_reference=False)
     bench = make_bench(bb, clip, thing, n_test=args.n_test, n_pool=args.pool, seed=seed,
                        hard_from_top=args.hard_from_top)
     rows: dict[str, Any] = {}
@@ -419,8 +416,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seeds", "--seed", nargs="+", type=int, default=[0], dest="seeds")
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--steps", type=int, default=0, help="training steps (default: yoc train's recipe)")
-    ap.add_argument("--fixed-reference", action="store_true",
-                    help="train with the first photo always shown (TrainConfig.vary_reference off)")
     ap.add_argument("--n-test", type=int, default=40, help="held-out positives (and as many negatives)")
     ap.add_argument("--pool", type=int, default=600, help="retrieval pool size")
     ap.add_argument("--hard-from-top", action="store_true", help="hard negatives from the top of the ranking")
