@@ -81,13 +81,20 @@ def test_heic_and_avif_photos_are_read_upright_without_their_metadata(tmp_path: 
         assert not stored.getexif() and "exif" not in stored.info
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """The child's SIGINT as a terminal session has it. A suite started as a background job
+    of a non-interactive shell (`cmd &`) inherits SIGINT ignored, and Python then never
+    raises KeyboardInterrupt: these tests would fail for how CI was launched, not for yoc."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_while_checking_photos_says_nothing_was_added(tmp_path: Path) -> None:
     photos(tmp_path / "bo", 5)
     # slowed_yoc.py: yoc with a 2 s pause after each stored photo (see test_kill.py).
     slowed = str(Path(__file__).parent / "slowed_yoc.py")
     child = pexpect.spawn(sys.executable, [slowed, "2", "add-concept", str(tmp_path / "bo"),
                                            "--name", "bo", "--no-train"],
-                          env=dict(os.environ), encoding="utf-8", timeout=60)
+                          env=dict(os.environ), encoding="utf-8", timeout=60, preexec_fn=_ctrl_c_as_in_a_terminal)
     child.expect("Checking photos")  # the bar is up: 5 photos at 2 s each
     child.kill(signal.SIGINT)
     child.expect(pexpect.EOF)
@@ -106,7 +113,7 @@ def test_ctrl_c_while_add_concept_trains_says_how_to_resume(tmp_path: Path) -> N
         shutil.copy(picture, folder / picture.name)
     child = pexpect.spawn(sys.executable, ["-m", "yoc_assistant", "add-concept", str(folder),
                                            "--name", "sunny"], encoding="utf-8", timeout=240,
-                          dimensions=(40, 120))
+                          dimensions=(40, 120), preexec_fn=_ctrl_c_as_in_a_terminal)
     child.expect("training sunny")  # the bar is up: steps are running
     child.kill(signal.SIGINT)
     child.expect("Stopping after this step")
