@@ -231,6 +231,20 @@ def test_named_batches_use_fresh_extra_rows_that_are_never_targets(shipped) -> N
     assert bool(torch.isfinite(ce).all()) and int(mask.sum()) > 0
 
 
+def test_unconditional_photos_start_as_cfgs_unconditional_branch(shipped) -> None:
+    # classifier-free guidance subtracts the logits after [BOS, BOI]: the pretraining
+    # task that teaches that prior must lay its photo out exactly so, with no SEP
+    from yoc_assistant.toyworld.train_backbone import Batcher, encode_scenes
+
+    scenes = world.random_scenes(20, seed=3, pairs=0.0)
+    batcher = Batcher(shipped, scenes, encode_scenes(shipped, scenes))
+    ex = language.make_example("unconditional", batcher.pool, np.random.default_rng(0))
+    assert ex.prompt == [] and len(ex.answer) == 1
+    ids, start = batcher.example_ids(ex)
+    assert ids[:2] == [shipped.special.bos, shipped.special.boi] and start == 1
+    assert shipped.special.sep not in ids and ids[-1] == shipped.special.eos
+
+
 def test_bucketed_losses_and_gradients_are_the_single_pass_ones(shipped) -> None:
     """Pretraining runs a mixed batch in passes over rows of similar length: the same
     per-token losses and the same gradient as one padded pass (fp32)."""

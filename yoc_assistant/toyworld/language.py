@@ -61,7 +61,7 @@ class Filler:
     n: int
 
 
-BASE_TASKS = ("caption", "generate", "recognize", "exists", "qa")
+BASE_TASKS = ("caption", "generate", "recognize", "exists", "qa", "unconditional")
 NAMED_TASKS = ("named-recognize", "named-generate", "named-qa", "named-pair", "named-instance")
 TASKS = BASE_TASKS + NAMED_TASKS
 MAX_PREFIX_FILLERS = 32  # a concept's prompt holds 16 + 16 group tokens by default
@@ -154,6 +154,12 @@ def _generate(pool: ScenePool, rng: np.random.Generator) -> Example:
     cap = pool.scenes[i].caption()
     prompt = _pick((cap + " .", "a photo of " + cap + " .", "draw " + cap + " ."), rng)
     return Example("generate", [prompt], [Photo(i)])
+
+
+def _unconditional(pool: ScenePool, rng: np.random.Generator) -> Example:
+    """A photo after no prompt at all: the model's image prior, which classifier-free
+    guidance subtracts (its unconditional branch is [BOS, BOI], as Meta's and Anole's)."""
+    return Example("unconditional", [], [Photo(pool.any(rng, PAIRS))])
 
 
 def _negative(thing: world.Thing, rng: np.random.Generator, same_named: float = 0.0) -> world.Thing:
@@ -394,8 +400,8 @@ def _named_pair(pool: ScenePool, rng: np.random.Generator) -> Example:
 
 
 _MAKERS = {"caption": _caption, "generate": _generate, "recognize": _recognize, "exists": _exists,
-           "qa": _qa, "named-recognize": _named_recognize, "named-generate": _named_generate,
-           "named-qa": _named_qa, "named-pair": _named_pair, "named-instance": _named_instance}
+           "qa": _qa, "unconditional": _unconditional, "named-recognize": _named_recognize,
+           "named-generate": _named_generate, "named-qa": _named_qa, "named-pair": _named_pair, "named-instance": _named_instance}
 
 
 def make_example(task: str, pool: ScenePool, rng: np.random.Generator) -> Example:

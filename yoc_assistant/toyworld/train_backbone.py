@@ -181,9 +181,10 @@ class Batcher:
         return out
 
     def example_ids(self, ex: language.Example) -> tuple[list[int], int]:
-        """(ids, answer start): BOS + prompt + SEP + answer + EOS."""
+        """(ids, answer start): BOS + prompt + SEP + answer + EOS; an empty prompt is BOS
+        alone, so that a prompt-less photo reads as CFG's unconditional [BOS, BOI]."""
         names: dict[int, int] = {}
-        prompt = [self.sp.bos, *self._parts(ex.prompt, names), self.sp.sep]
+        prompt = [self.sp.bos, *self._parts(ex.prompt, names), self.sp.sep] if ex.prompt else [self.sp.bos]
         return prompt + self._parts(ex.answer, names) + [self.sp.eos], len(prompt)
 
     def extra_rows(self, n: int, rng: np.random.Generator) -> Any:
