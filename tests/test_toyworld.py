@@ -412,3 +412,15 @@ def test_figure_puts_real_photos_above_drawn_ones(tmp_path) -> None:
     assert sheet.getpixel((8 + 64, 8 + 64)) == (255, 0, 0)  # first real photo
     assert sheet.getpixel((8 + 64, 16 + 128 + 64)) == (0, 0, 255)  # first drawn picture
     assert sheet.getpixel((8 + 4 * 136 + 64, 16 + 128 + 64)) == (255, 255, 255)  # only 3 drawn
+
+
+def test_measure_compares_a_photo_definition_with_other_accents_and_lookalikes(shipped) -> None:
+    from yoc_assistant.personalize.judge import ToyJudge
+    from yoc_assistant.toyworld.common import JUDGE_DIR
+    from yoc_assistant.toyworld.measure import instances
+
+    report = instances(shipped, ToyJudge.load(JUDGE_DIR), n=4, draw=1, seed=5,
+                       pool=world.PRETRAIN_THINGS)
+    for key in ("same_instance_yes_no", "vs_lookalike_yes_no"):
+        assert 0.0 <= report[key] <= 1.0
+    assert report["pictures"] == 1 and report["real_photos (judge ceiling)"]["accent"] == 1.0

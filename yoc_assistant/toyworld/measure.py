@@ -9,11 +9,12 @@
   accuracy on real photos of the same captions is the ceiling of this judge;
 * instances (the unnamed accent): a definition that shows a photo (`NAME is <photo> .`),
   then "Is NAME in this photo?" on the same instance vs the same named thing with
-  another accent (chance is 0.5: words cannot tell them apart), and "A photo of NAME ."
+  another accent (chance is 0.5: words cannot tell them apart), or vs a lookalike one
+  named attribute away in the same accent (only the words' attributes differ), and "A photo of NAME ."
   drawn and named by the instance judge (accent, whole instance; its score on real
   photos is its ceiling).
 
-    python -m yoc_assistant.toyworld.measure [--json] [--quick]
+    python -m yoc_assistant.toyworld.measure [--json] [--quick] [--cfg-scale S]
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ import torch
 
 from yoc_assistant.toyworld import world
 from yoc_assistant.toyworld.common import BACKBONE_DIR, CLIP_DIR, JUDGE_DIR, set_threads
+
+
+def _pick(options: list[world.Thing], rng: np.random.Generator) -> world.Thing:
+    return options[int(rng.integers(len(options)))]
 
 
 def round_trip(bb: Any, n: int, seed: int) -> dict[str, float]:
@@ -97,17 +102,21 @@ def instances(bb: Any, judge: Any, n: int, draw: int, seed: int, pool: tuple[wor
     refs = [world.random_scene(rng, t) for t in things]
     same = [world.random_scene(rng, t) for t in things]
     other = [world.random_scene(rng, world.same_named(t)[int(rng.integers(3))]) for t in things]
-    tokens = bb.encode_images([world.render(s) for s in refs + same + other]).tolist()
-    ref_t, same_t, other_t = tokens[:n], tokens[n:2 * n], tokens[2 * n:]
+    near_rng = np.random.default_rng([seed, 4])  # its own stream: the figures above keep their scenes
+    near = [world.random_scene(near_rng, _pick(world.lookalikes(t, 1), near_rng)) for t in things]
+    tokens = bb.encode_images([world.render(s) for s in refs + same + other + near]).tolist()
+    ref_t, same_t, other_t, near_t = tokens[:n], tokens[n:2 * n], tokens[2 * n:3 * n], tokens[3 * n:]
     extra = Batcher(bb, refs[:1], torch.tensor(ref_t[:1])).extra_rows(1, rng)
     name = int(bb.vocab_size)
     yes, no = answer_first_token(bb, True), answer_first_token(bb, False)
-    right = []
+    said_yes: dict[str, list[bool]] = {"same": [], "other_accent": [], "lookalike": []}
     for k in range(n):
-        for photo, truth in ((same_t[k], True), (other_t[k], False)):
+        for kind, photo in (("same", same_t[k]), ("other_accent", other_t[k]), ("lookalike", near_t[k])):
             logits = bb.next_token_logits(_defined(bb, ref_t[k], name, ["Is", None, "in this photo?", photo]),
                                           extra=extra)
-            right.append(bool(logits[yes] > logits[no]) == truth)
+            said_yes[kind].append(bool(logits[yes] > logits[no]))
+    right = said_yes["same"] + [not v for v in said_yes["other_accent"]]
+    near_right = said_yes["same"] + [not v for v in said_yes["lookalike"]]
     drawn = []
     for k in range(min(draw, n)):
         prompt = _defined(bb, ref_t[k], name, ["A photo of", None, "."])
@@ -119,7 +128,8 @@ def instances(bb: Any, judge: Any, n: int, draw: int, seed: int, pool: tuple[wor
         return {"accent": float(np.mean([a["accent"] == w.accent for a, w in zip(attrs, wanted, strict=True)])),
                 "instance": float(np.mean([all(a[key] == getattr(w, key) for key in a)
                                            for a, w in zip(attrs, wanted, strict=True)]))}
-    return {"same_instance_yes_no": float(np.mean(right)), "n": n,
+    return {"same_instance_yes_no": float(np.mean(right)),
+            "vs_lookalike_yes_no": float(np.mean(near_right)), "n": n,
             "drawn_from_a_photo_definition": score(judged),
             "real_photos (judge ceiling)": score(ceiling), "pictures": len(drawn)}
 
@@ -131,6 +141,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     set_threads()
     bb = Backbone.load(str(args.backbone), precision="fp32", device="cpu")
+    if args.cfg_scale is not None:  # every picture below is drawn with this guidance
+        bb.cfg_scale = args.cfg_scale
     clip = load_clip(ClipSpec(str(args.clip)))
     judge = ToyJudge.load(args.judge)
     held = tuple(sorted(world.HELD_OUT))
@@ -159,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--backbone", type=Path, default=BACKBONE_DIR)
     ap.add_argument("--clip", type=Path, default=CLIP_DIR)
     ap.add_argument("--judge", type=Path, default=JUDGE_DIR)
+    ap.add_argument("--cfg-scale", type=float, default=None,
+                    help="draw with this guidance instead of the backbone's own (1 = none)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
