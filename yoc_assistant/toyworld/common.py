@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -25,6 +26,25 @@ CLIP_DIR = WEIGHTS_DIR / "clip"
 JUDGE_DIR = WEIGHTS_DIR / "judge"
 REPO_DIR = PACKAGE_DIR.parent.parent
 CONCEPTS_DIR = REPO_DIR / "concepts"
+
+
+@functools.cache
+def cpu_bf16_is_fast() -> bool:
+    """Whether bf16 autocast pays on this CPU. With AVX512-BF16 or AMX a bf16 matmul runs
+    about as fast as fp32; on an AVX2-only CPU torch emulates it, and a 512x512 matmul
+    took 70x as long as in fp32 (AMD EPYC, 2026-12-03), which turned a 3.5 s pretraining
+    step into a minute. Timed once per process (~0.1 s), not guessed from CPU flags."""
+    a = torch.randn(192, 192)
+    b = a.bfloat16()
+
+    def seconds(x: torch.Tensor) -> float:
+        start = time.perf_counter()
+        for _ in range(4):
+            x @ x
+        return time.perf_counter() - start
+
+    seconds(a), seconds(b)  # warm up both kernels
+    return seconds(b) < 2 * seconds(a)
 
 
 def work_dir() -> Path:

@@ -30,6 +30,7 @@ from yoc_assistant.toyworld import language, world
 from yoc_assistant.toyworld.common import (
     BACKBONE_DIR,
     Progress,
+    cpu_bf16_is_fast,
     load_tensors,
     lr_at,
     save_tensors,
@@ -296,10 +297,12 @@ def example_balanced_loss(ce: torch.Tensor, mask: torch.Tensor, task: torch.Tens
 
 
 @torch.no_grad()
-def evaluate(bb: Any, batcher: Batcher, n_per_task: int, seed: int, bf16: bool = True,
+def evaluate(bb: Any, batcher: Batcher, n_per_task: int, seed: int, bf16: bool | None = None,
              tasks: tuple[str, ...] = language.TASKS) -> dict[str, float]:
     """Teacher-forced argmax: an answer counts only if every target token is the argmax,
-    which is exactly what greedy decoding would produce. Yes/no: the first answer token."""
+    which is exactly what greedy decoding would produce. Yes/no: the first answer token.
+    `bf16` None: bf16 autocast where this CPU runs it fast (`cpu_bf16_is_fast`)."""
+    bf16 = cpu_bf16_is_fast() if bf16 is None else bf16
     rng = np.random.default_rng([seed, 5])
     stats: dict[str, list[float]] = {}
     is_image = bb.image_vocab.mask(int(bb.vocab_size))
@@ -421,6 +424,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     if args.codebook_init and not args.resume:
         init_image_rows(bb, args.seed)
     params = trainable(bb)
+    bf16 = not args.fp32 and cpu_bf16_is_fast()
+    print(f"[backbone] {'bf16 autocast' if bf16 else 'fp32'}", flush=True)
     bb.model.train()
     n_params = sum(p.numel() for _, p in params)
     print(f"[backbone] {n_params / 1e6:.2f} M trainable parameters, vocab {bb.vocab_size}", flush=True)
@@ -447,7 +452,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, args.lr, warmup=min(WARMUP, total // 10 + 1))
         batch = batcher.batch(rng, args.per_task, tasks, decision_weight=args.decision_weight)
-        ce, mask = bucketed_token_losses(bb, batch, not args.fp32)
+        ce, mask = bucketed_token_losses(bb, batch, bf16)
         loss, per_task = example_balanced_loss(ce, mask, batch["task"], len(tasks), batch["weight"][:, 1:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -458,7 +463,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         last = step + 1 in (total, args.stop_at) or (deadline is not None and time.time() > deadline + 120)
         if (step + 1) % args.save_every == 0 or last:
             bb.model.eval()
-            metrics = evaluate(bb, eval_batcher, args.eval_n, args.seed)
+            metrics = evaluate(bb, eval_batcher, args.eval_n, args.seed, bf16=bf16)
             bb.model.train()
             print(f"[backbone] step {step + 1} eval {json.dumps(metrics)}", flush=True)
             meta = {"step": step + 1, "total_steps": total, "seed": args.seed, "train_seconds": round(time.time() - t0),
@@ -490,7 +495,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resume", action="store_true", help="continue from the work dir's state")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start the text model from this trained toy backbone directory (see init_from)")
-    ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    ap.add_argument("--fp32", action="store_true",
+                    help="no bf16 autocast (default: bf16 where this CPU runs it fast)")
     ap.add_argument("--tasks", nargs="+", choices=language.TASKS, default=list(language.TASKS),
                     help="train on these tasks only")
     ap.add_argument("--decision-weight", type=float, default=0.0,
