@@ -267,6 +267,16 @@ def test_bucketed_losses_and_gradients_are_the_single_pass_ones(shipped) -> None
     (ce1, mask1, g1), (ce2, mask2, g2) = grads
     assert torch.equal(mask1, mask2)
     assert torch.allclose(ce1, ce2, atol=1e-4) and torch.allclose(g1, g2, atol=1e-5)
+    # the head runs on target positions only: the same losses and argmax as full logits
+    with torch.no_grad():
+        full, _ = shipped.forward(batch["ids"], attention_mask=batch["attention_mask"],
+                                  extra=batch.get("extra"))
+        _, _, pred = token_losses(shipped, batch, bf16=False)
+    full = full[:, :-1]
+    want = torch.nn.functional.cross_entropy(full.reshape(-1, full.shape[-1]),
+                                             batch["ids"][:, 1:].reshape(-1), reduction="none")
+    assert torch.allclose(ce1, want.view(mask1.shape) * mask1, atol=1e-4)
+    assert torch.equal(pred[mask1], full.argmax(-1)[mask1])
 
 
 def test_quick_pipeline_trains_and_loads(tmp_path, monkeypatch) -> None:
