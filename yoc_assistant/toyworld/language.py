@@ -318,12 +318,12 @@ def _named_instance(pool: ScenePool, rng: np.random.Generator) -> Example:
     the lookalikes.)"""
     for _ in range(100):
         i = pool.any(rng, 0.2)
-        shown = pool.scenes[i].things()[int(rng.integers(len(pool.scenes[i].things())))]
+        scene = pool.scenes[i]
+        shown = scene.things()[int(rng.integers(len(scene.things())))]
         r = rng.random()
         present = r < 0.5
         thing = shown
         if not present:
-            scene = pool.scenes[i]
             if r < 0.75:
                 options = [t for t in world.same_named(shown) if not scene.shows(t)]
             else:

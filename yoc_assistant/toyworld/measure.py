@@ -27,12 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from yoc_assistant.toyworld import world
+from yoc_assistant.toyworld import language, world
 from yoc_assistant.toyworld.common import BACKBONE_DIR, CLIP_DIR, JUDGE_DIR, set_threads
-
-
-def _pick(options: list[world.Thing], rng: np.random.Generator) -> world.Thing:
-    return options[int(rng.integers(len(options)))]
 
 
 def round_trip(bb: Any, n: int, seed: int) -> dict[str, float]:
@@ -103,7 +99,7 @@ def instances(bb: Any, judge: Any, n: int, draw: int, seed: int, pool: tuple[wor
     same = [world.random_scene(rng, t) for t in things]
     other = [world.random_scene(rng, world.same_named(t)[int(rng.integers(3))]) for t in things]
     near_rng = np.random.default_rng([seed, 4])  # its own stream: the figures above keep their scenes
-    near = [world.random_scene(near_rng, _pick(world.lookalikes(t, 1), near_rng)) for t in things]
+    near = [world.random_scene(near_rng, language._pick(world.lookalikes(t, 1), near_rng)) for t in things]
     tokens = bb.encode_images([world.render(s) for s in refs + same + other + near]).tolist()
     ref_t, same_t, other_t, near_t = tokens[:n], tokens[n:2 * n], tokens[2 * n:3 * n], tokens[3 * n:]
     extra = Batcher(bb, refs[:1], torch.tensor(ref_t[:1])).extra_rows(1, rng)
