@@ -434,3 +434,26 @@ def test_measure_compares_a_photo_definition_with_other_accents_and_lookalikes(s
     for key in ("same_instance_yes_no", "vs_lookalike_yes_no"):
         assert 0.0 <= report[key] <= 1.0
     assert report["pictures"] == 1 and report["real_photos (judge ceiling)"]["accent"] == 1.0
+
+
+def test_collages_put_each_photo_in_its_half() -> None:
+    from PIL import Image
+
+    from yoc_assistant.toyworld.probe import collage
+
+    red, blue = Image.new("RGB", (32, 32), (200, 0, 0)), Image.new("RGB", (32, 32), (0, 0, 200))
+    blue.paste((0, 200, 0), (0, 0, 8, 32))  # its left quarter: cut by `crop`, kept by `squash`
+    for how in ("squash", "crop"):
+        a = np.asarray(collage(red, blue, how)).astype(int)
+        assert a.shape == (32, 32, 3)
+        assert (a[:, :16] == (200, 0, 0)).all()
+        assert a[:, 16:, 2].mean() > 100
+        assert (a[:, 16:, 1] > 100).any() == (how == "squash")
+
+
+def test_pair_probe_reads_every_kind_of_photo(shipped) -> None:
+    from yoc_assistant.toyworld.probe import PAIR_PHOTOS, pair_reading
+
+    report = pair_reading(shipped, n=2)
+    assert list(report) == list(PAIR_PHOTOS)
+    assert all(0.0 <= v <= 1.0 for row in report.values() for v in row.values())

@@ -5,9 +5,14 @@ instance recognition").
   photos, scored on the rest) that reads the accent from the backbone's mean image-token
   embedding, its last-layer states averaged over the photo, and the state after EOI;
 * `tokens`: one scene rendered in each accent: how many of its image tokens change, and
-  how often the instance judge still reads the accent after the VQ round trip.
+  how often the instance judge still reads the accent after the VQ round trip;
+* `pairs`: two things in one photo. "is the X in this photo ?" (the pretraining's own
+  wording) about each of the two things and about a third, absent one, on the world's
+  two-thing scenes, on one-thing scenes, and on collages of two one-thing photos (the
+  only two-thing photos a user's photos of one thing could give a trainer): each photo
+  squeezed to half width, or its middle half.
 
-    python -m yoc_assistant.toyworld.probe accent|tokens [--backbone DIR | --vq DIR] [--n N] [--json]
+    python -m yoc_assistant.toyworld.probe accent|tokens|pairs [--backbone DIR | --vq DIR] [--n N] [--json]
 """
 
 from __future__ import annotations
@@ -110,13 +115,75 @@ def token_stability(bb: Any, judge: Any, n: int = 60, seed: int = 11) -> dict[st
             "accent_read_after_round_trip": right / total, "scenes": len(changed)}
 
 
+def collage(a: Any, b: Any, how: str) -> Any:
+    """Two photos side by side in one frame of the first's size: `squash` (each resized to
+    half width) or `crop` (the middle half of each)."""
+    from PIL import Image
+
+    w, h = a.size
+    out = Image.new("RGB", (w, h))
+    for k, im in enumerate((a, b)):
+        im = im.resize((w, h))
+        half = im.resize((w // 2, h), Image.BILINEAR) if how == "squash" else \
+            im.crop((w // 4, 0, w // 4 + w // 2, h))
+        out.paste(half, (k * (w // 2), 0))
+    return out
+
+
+PAIR_PHOTOS = ("two-thing scene", "one-thing scene", "collage squash", "collage crop")
+
+
+@torch.no_grad()
+def pair_reading(bb: Any, n: int = 40, seed: int = 3) -> dict[str, dict[str, float]]:
+    """Per kind of photo: how often the backbone says yes to each shown thing (`first`,
+    `second`; for a one-thing scene `second` is not in the photo, so lower is right) and
+    no to a third thing (`absent`)."""
+    from yoc_assistant.backbone.generation import next_token_logits
+    from yoc_assistant.personalize.data import image_block
+
+    yes, no = bb.tokenize("yes")[0], bb.tokenize("no")[0]
+
+    def says_yes(image: Any, thing: world.Thing) -> bool:
+        tokens = bb.encode_images([image])[0].tolist()
+        logits = next_token_logits(bb, bb.prompt_ids([image_block(bb, tokens),
+                                                      f"is the {thing.describe()} in this photo ?"]))
+        return bool(logits[yes] > logits[no])
+
+    def other_than(rng: np.random.Generator, *things: world.Thing) -> world.Thing:
+        while True:
+            t = world.random_thing(rng, world.ALL_THINGS)
+            if all(t.kind() != x.kind() for x in things):
+                return t
+
+    out: dict[str, dict[str, float]] = {}
+    for kind in PAIR_PHOTOS:
+        rng = np.random.default_rng([seed, 17])
+        counts = {"first": 0, "second": 0, "absent": 0}
+        for _ in range(n):
+            a = world.random_thing(rng, world.ALL_THINGS)
+            b = other_than(rng, a)
+            c = other_than(rng, a, b)
+            if kind == "two-thing scene":
+                image = world.render(world.random_pair_scene(rng, a, b, pool=world.ALL_THINGS))
+            elif kind == "one-thing scene":
+                image = world.render(world.random_scene(rng, a))
+            else:
+                image = collage(world.render(world.random_scene(rng, a)), world.render(world.random_scene(rng, b)),
+                                kind.split()[-1])
+            counts["first"] += says_yes(image, a)
+            counts["second"] += says_yes(image, b)
+            counts["absent"] += not says_yes(image, c)
+        out[kind] = {k: v / n for k, v in counts.items()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("accent", "tokens"))
+    ap.add_argument("what", choices=("accent", "tokens", "pairs"))
     ap.add_argument("--backbone", type=Path, default=BACKBONE_DIR)
     ap.add_argument("--judge", type=Path, default=JUDGE_DIR)
     ap.add_argument("--vq", type=Path, default=None, help="tokens: probe this train_vq folder instead")
-    ap.add_argument("--n", type=int, default=0, help="photos (accent: 1600) or scenes (tokens: 60)")
+    ap.add_argument("--n", type=int, default=0, help="photos (accent: 1600) or scenes (tokens: 60; pairs: 40 per kind)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     from yoc_assistant.backbone.core import Backbone
@@ -126,7 +193,12 @@ def main(argv: list[str] | None = None) -> None:
     bb: Any = VQCodes(args.vq) if args.vq and args.what == "tokens" else \
         Backbone.load(str(args.backbone), precision="fp32", device="cpu")
     if args.what == "accent":
-        report = accent_probe(bb, args.n or 1600)
+        report: dict[str, Any] = accent_probe(bb, args.n or 1600)
+    elif args.what == "pairs":
+        report = pair_reading(bb, args.n or 40)
+        print(json.dumps(report, indent=2) if args.json else "\n".join(
+            f"{kind}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()) for kind, row in report.items()))
+        return
     else:
         report = token_stability(bb, ToyJudge.load(args.judge), args.n or 60)
     print(json.dumps(report, indent=2) if args.json else
