@@ -57,6 +57,16 @@ def test_photos_of_a_thing_vary_but_show_the_same_thing() -> None:
     assert world.photos_of(world.EXAMPLE_THING, 8, seed=1) == photos
 
 
+@pytest.mark.parametrize("seed", [0, 1, 101, 1001])
+def test_photos_of_a_thing_are_near_and_far_on_different_backgrounds(seed: int) -> None:
+    # One seed's independently drawn photos were once all small: a concept trained on
+    # them missed big photos of itself.
+    photos = world.photos_of(world.Thing("heart", "blue", "striped", "ink"), 5, seed=seed)
+    sizes = [p.size for p in photos]
+    assert {sizes.count("big"), sizes.count("small")} == {2, 3}
+    assert len({p.background for p in photos}) == 5
+
+
 def test_held_out_things_never_appear_in_pretraining_scenes() -> None:
     assert world.EXAMPLE_THING in world.HELD_OUT
     scenes = world.random_scenes(3000, seed=0)

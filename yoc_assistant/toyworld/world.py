@@ -189,13 +189,15 @@ def random_thing(rng: np.random.Generator, pool: tuple[Thing, ...] = PRETRAIN_TH
 
 
 def random_scene(rng: np.random.Generator, thing: Thing | None = None,
-                 pool: tuple[Thing, ...] = PRETRAIN_THINGS) -> Scene:
-    """A random photo of `thing` (or of a random thing from `pool`)."""
+                 pool: tuple[Thing, ...] = PRETRAIN_THINGS, *, size: str | None = None,
+                 background: str | None = None) -> Scene:
+    """A random photo of `thing` (or of a random thing from `pool`); `size` and
+    `background` fixed when given."""
     thing = thing if thing is not None else random_thing(rng, pool)
-    size = ("small", "big")[int(rng.integers(2))]
+    size = size or ("small", "big")[int(rng.integers(2))]
     half = SIZES[size] // 2 + 2
     x, y = (int(v) for v in rng.integers(half, SIZE - half + 1, size=2))
-    background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    background = background or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     return Scene(thing, size, background, x, y, int(rng.integers(2**31 - 1)))
 
 
@@ -214,9 +216,18 @@ def random_pair_scene(rng: np.random.Generator, thing: Thing | None = None,
 
 
 def photos_of(thing: Thing, n: int, seed: int) -> list[Scene]:
-    """`n` new photos of the same thing (random size, position, background)."""
+    """`n` new photos of the same thing, varied as a person's photos of one thing are:
+    near and far in turn (big and small, from a random first one), on backgrounds that do
+    not repeat until all have been used, at random positions. (Drawn independently, one
+    seed's five photos were all small for every thing; a concept trained on them then
+    missed big photos of itself: 0.79 recognized vs 0.96 of small ones, docs/toyworld.md.)"""
     rng = np.random.default_rng([seed, 7919])
-    return [random_scene(rng, thing) for _ in range(n)]
+    first = int(rng.integers(2))
+    backgrounds: list[str] = []
+    while len(backgrounds) < n:
+        backgrounds += [BACKGROUNDS[int(k)] for k in rng.permutation(len(BACKGROUNDS))]
+    return [random_scene(rng, thing, size=("small", "big")[(first + k) % 2], background=backgrounds[k])
+            for k in range(n)]
 
 
 def random_scenes(n: int, seed: int, pool: tuple[Thing, ...] = PRETRAIN_THINGS,
