@@ -306,11 +306,19 @@ def _named_recognize(pool: ScenePool, rng: np.random.Generator) -> Example:
     return _recognition_turn("named-recognize", definition, i, present, rng)
 
 
+# `named-instance`'s negatives: the share of another accent, then of a lookalike of another
+# colour; the rest are lookalikes of another shape or pattern. Colour lookalikes got their
+# own share from backbone v11 on: v10's photo definitions rejected them least (a concept
+# 0.43-0.60, its words 0.71-1.0), the backbone comparing photos by accent more than by
+# body colour. (v8-v10 drew 0.5 other accents and 0.5 lookalikes of any attribute.)
+INSTANCE_NEGATIVES = (0.4, 0.3)
+
+
 def _named_instance(pool: ScenePool, rng: np.random.Generator) -> Example:
     """The instance skill alone: NAME is defined by a photo, and the question's photo shows
     either that instance (another scene of it), the same named thing with another accent,
-    or a lookalike one named attribute away with the same accent (a half, a quarter, a
-    quarter). Only the accent, or only one named attribute, tells them apart, so the
+    or a lookalike one named attribute away with the same accent (a half, then the
+    negatives' shares in `INSTANCE_NEGATIVES`). Only the accent, or only one named attribute, tells them apart, so the
     answer must come from comparing the two photos in full; in `named-recognize` such
     pairs are 15% of the examples, too thin a signal for the 4-layer model to learn the
     comparison from. (With same-named negatives alone, v7 and v8 learnt to compare the
@@ -324,10 +332,13 @@ def _named_instance(pool: ScenePool, rng: np.random.Generator) -> Example:
         present = r < 0.5
         thing = shown
         if not present:
-            if r < 0.75:
+            u = 2 * r - 1  # uniform over the negatives
+            same, colour = INSTANCE_NEGATIVES
+            if u < same:
                 options = [t for t in world.same_named(shown) if not scene.shows(t)]
             else:
-                options = [t for t in world.lookalikes(shown, 1) if not scene.shows_kind(t)]
+                near = [t for t in world.lookalikes(shown, 1) if not scene.shows_kind(t)]
+                options = [t for t in near if (t.colour != shown.colour) == (u < same + colour)] or near
             thing = options[int(rng.integers(len(options)))]
         definition, by_photo = _definition(thing, pool, rng, photo=1.0, exclude=i)
         if by_photo:
