@@ -205,12 +205,13 @@ def test_photo_definitions_tell_instances_apart() -> None:
 
 def test_the_instance_task_asks_what_only_a_comparison_of_photos_decides() -> None:
     """`named-instance`: a photo definition, and a question photo that shows that instance
-    (half), the same named thing in another accent (a quarter), or a lookalike one named
-    attribute away with the same accent (a quarter)."""
+    (half), the same named thing in another accent, or a lookalike one named attribute
+    away with the same accent: of another colour, or of another shape or pattern (the
+    negatives' shares in `INSTANCE_NEGATIVES`)."""
     rng = np.random.default_rng(9)
     pool = language.ScenePool(world.random_scenes(3000, seed=7, pairs=0.25))
     kinds = []
-    for _ in range(400):
+    for _ in range(800):
         ex = language.make_example("named-instance", pool, rng)
         photos = [p for p in ex.prompt if isinstance(p, language.Photo)]
         assert len(photos) == 2
@@ -225,10 +226,13 @@ def test_the_instance_task_asks_what_only_a_comparison_of_photos_decides() -> No
         else:  # a lookalike: one named attribute away, drawn in the defined accent
             near = [t for t in asked.things() if t.distance(ref) == 1 and t.accent == ref.accent]
             assert near, (ref, asked)
-            kinds.append("lookalike")
-    share = {k: kinds.count(k) / len(kinds) for k in ("same", "other accent", "lookalike")}
-    assert 0.4 < share["same"] < 0.6 and 0.17 < share["other accent"] < 0.33
-    assert 0.17 < share["lookalike"] < 0.33
+            kinds.append("colour lookalike" if near[0].colour != ref.colour else "lookalike")
+    share = {k: kinds.count(k) / len(kinds) for k in ("same", "other accent", "colour lookalike", "lookalike")}
+    other_accent, colour = language.INSTANCE_NEGATIVES
+    assert 0.4 < share["same"] < 0.6
+    for kind, expected in (("other accent", other_accent), ("colour lookalike", colour),
+                           ("lookalike", 1 - other_accent - colour)):
+        assert abs(share[kind] - expected / 2) < 0.035, (kind, share)
 
 
 def test_unconditional_photos_start_as_cfgs_unconditional_branch(shipped) -> None:
