@@ -308,9 +308,10 @@ def _named_recognize(pool: ScenePool, rng: np.random.Generator) -> Example:
 
 # `named-instance`'s negatives: the share of another accent, then of a lookalike of another
 # colour; the rest are lookalikes of another shape or pattern. Colour lookalikes got their
-# own share from backbone v11 on: v10's photo definitions rejected them least (a concept
-# 0.43-0.60, its words 0.71-1.0), the backbone comparing photos by accent more than by
-# body colour. (v8-v10 drew 0.5 other accents and 0.5 lookalikes of any attribute.)
+# own share from backbone v11 on: they were the weakest negatives (on v7, a concept
+# rejected them 0.43-0.60, its words 0.71-1.0, a photo definition alone 0.20-0.29), the
+# backbone comparing photos by accent more than by body colour. (v8-v10 drew 0.5 other
+# accents and 0.5 lookalikes of any attribute.)
 INSTANCE_NEGATIVES = (0.4, 0.3)
 
 
@@ -318,8 +319,9 @@ def _named_instance(pool: ScenePool, rng: np.random.Generator) -> Example:
     """The instance skill alone: NAME is defined by a photo, and the question's photo shows
     either that instance (another scene of it), the same named thing with another accent,
     or a lookalike one named attribute away with the same accent (a half, then the
-    negatives' shares in `INSTANCE_NEGATIVES`). Only the accent, or only one named attribute, tells them apart, so the
-    answer must come from comparing the two photos in full; in `named-recognize` such
+    negatives' shares in `INSTANCE_NEGATIVES`). Only the accent, or only one named
+    attribute, tells them apart, so the answer must come from comparing the two photos in
+    full; in `named-recognize` such
     pairs are 15% of the examples, too thin a signal for the 4-layer model to learn the
     comparison from. (With same-named negatives alone, v7 and v8 learnt to compare the
     accent only: a photo definition rejected 0.84 of the other accents but 0.36-0.44 of
