@@ -321,11 +321,10 @@ def _named_instance(pool: ScenePool, rng: np.random.Generator) -> Example:
     or a lookalike one named attribute away with the same accent (a half, then the
     negatives' shares in `INSTANCE_NEGATIVES`). Only the accent, or only one named
     attribute, tells them apart, so the answer must come from comparing the two photos in
-    full; in `named-recognize` such
-    pairs are 15% of the examples, too thin a signal for the 4-layer model to learn the
-    comparison from. (With same-named negatives alone, v7 and v8 learnt to compare the
-    accent only: a photo definition rejected 0.84 of the other accents but 0.36-0.44 of
-    the lookalikes.)"""
+    full; in `named-recognize` such pairs are 15% of the examples, too thin a signal for
+    the 4-layer model to learn the comparison from. (With same-named negatives alone, v7
+    and v8 learnt to compare the accent only: a photo definition rejected 0.84 of the
+    other accents but 0.36-0.44 of the lookalikes.)"""
     for _ in range(100):
         i = pool.any(rng, 0.2)
         scene = pool.scenes[i]
