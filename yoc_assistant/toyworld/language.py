@@ -338,8 +338,9 @@ def _named_instance(pool: ScenePool, rng: np.random.Generator) -> Example:
             if u < same:
                 options = [t for t in world.same_named(shown) if not scene.shows(t)]
             else:
+                other_colour = u < same + colour
                 near = [t for t in world.lookalikes(shown, 1) if not scene.shows_kind(t)]
-                options = [t for t in near if (t.colour != shown.colour) == (u < same + colour)] or near
+                options = [t for t in near if (t.colour != shown.colour) == other_colour] or near
             thing = options[int(rng.integers(len(options)))]
         definition, by_photo = _definition(thing, pool, rng, photo=1.0, exclude=i)
         if by_photo:
