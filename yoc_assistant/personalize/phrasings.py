@@ -89,9 +89,24 @@ PLACE_GENERATION_PROMPTS: tuple[str, ...] = (
 )
 # Places that fill `{place}` in training requests (toy backgrounds and everyday places).
 PLACES: tuple[str, ...] = ("grass", "sand", "snow", "water", "stone", "wood", "the beach", "a table")
-# The first-party modalities' example requests (router targets; the training split only).
-IMAGE_REQUESTS: tuple[str, ...] = GENERATION_PROMPTS + tuple(
-    p.replace("{place}", PLACES[k % len(PLACES)]) for k, p in enumerate(PLACE_GENERATION_PROMPTS))
+# More ways to ask for a picture: router targets only (they train the choice of the image
+# group, not a drawing), so that courtesy words, commas and "could you" do not decide the route.
+MORE_IMAGE_REQUESTS: tuple[str, ...] = (
+    "Please show me a photo of {name}.",
+    "Could you draw {name}?",
+    "Can you make a photo of {name}?",
+    "I want a photo of {name}.",
+    "Draw {name}, please.",
+    "Give me a drawing of {name}.",
+    "Make me a picture of {name}.",
+    "Paint a picture of {name}.",
+    "Could you paint {name} on {place}?",
+    "Show me {name} on {place}, please.",
+    "A picture of {name} on {place}, please.",
+    "Please make an image of {name} on {place}.",
+    "I would like a picture of {name} on {place}.",
+    "Can you draw {name} on {place} for me?",
+)
 HELD_OUT_GENERATION_PROMPTS: tuple[str, ...] = (
     "Could you make a picture of {name}?",
     "Sketch {name}.",
@@ -134,10 +149,41 @@ LOOK_QUESTIONS: tuple[str, ...] = (
     "What does {name} look like?",
     "Describe how {name} looks.",
 )
+# Questions about one attribute, in more forms than QA trains (router targets only): a
+# concept that saw only "What is <x>'s colour?" routed "What colour is <x>?" to a picture.
+ATTRIBUTE_QUESTIONS: tuple[str, ...] = (
+    "Which {key} is {name}?",
+    "What is the {key} of {name}?",
+    "Can you tell me {name}'s {key}?",
+    "Please tell me {name}'s {key}.",
+    "I want to know {name}'s {key}.",
+    "How would you describe {name}'s {key}?",
+    "Describe {name}'s {key}.",
+)
+ATTRIBUTE_KEYS: tuple[str, ...] = ("colour", "shape", "pattern", "size", "name")
+# Other things people ask about a concept, without a photo.
+MORE_TEXT_REQUESTS: tuple[str, ...] = (
+    "What is {name}?",
+    "Who is {name}?",
+    "What is {name} like?",
+    "How big is {name}?",
+    "Is {name} big or small?",
+    "Does {name} have a pattern?",
+    "Tell me what {name} looks like.",
+    "Do you know what {name} looks like?",
+    "Can you say what {name} is?",
+    "What can you tell me about {name}?",
+)
+# The first-party modalities' example requests (router targets; the training split only).
 TEXT_REQUESTS: tuple[str, ...] = (
     *ABOUT_QUESTIONS, *LOOK_QUESTIONS,
     *(q.replace("{key}", key) for q in FACT_QUESTIONS for key in ("colour", "shape", "name")),
+    *(q.replace("{key}", key) for q in ATTRIBUTE_QUESTIONS for key in ATTRIBUTE_KEYS),
+    *MORE_TEXT_REQUESTS,
 )
+IMAGE_REQUESTS: tuple[str, ...] = GENERATION_PROMPTS + tuple(
+    p.replace("{place}", PLACES[k % len(PLACES)])
+    for k, p in enumerate(PLACE_GENERATION_PROMPTS + MORE_IMAGE_REQUESTS))
 CAPTION_PROMPT = "Describe this photo in one sentence."
 
 # Two concepts in one request (`{a}`, `{b}`).
