@@ -53,6 +53,8 @@ def test_variants_train_on_what_yoc_train_trains_on() -> None:
         if m.example_requests:
             assert f"{m.group}-requests" in tasks, tasks
     assert {"recognition", "generation", "pair"} <= tasks
+    routed = [sum(ex.task == f"{m.group}-requests" for ex in examples) for m in modalities if m.example_requests]
+    assert len(set(routed)) == 1, routed  # as many router targets for every modality
     _, shared, _ = ablation.variant_examples(bb, "shared-prompt", bench, ablation.default_recipe(bb), 0)
     from yoc_assistant.personalize.concept import ConceptSet
 

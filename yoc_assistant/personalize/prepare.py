@@ -172,7 +172,12 @@ def training_set(ctx: Any, modalities: Sequence[Any]) -> list[Any]:
 
     if not modalities:
         return data.build_training_set(ctx)
-    return data.balance_tasks([ex for m in modalities for ex in _examples_of(m, ctx) + _routing_of(m, ctx)])
+    # Every modality gets as many router targets as the one with the most example requests:
+    # a plugin's three requests beside 60 first-party text requests otherwise lost "say
+    # <bo>'s name out loud" to text.
+    most = max((len(tuple(getattr(m, "example_requests", ()) or ())) for m in modalities), default=0)
+    n = most * data.ROUTING_REPEATS
+    return data.balance_tasks([ex for m in modalities for ex in _examples_of(m, ctx) + _routing_of(m, ctx, n)])
 
 
 def _examples_of(modality: Any, ctx: Any) -> list[Any]:
@@ -188,12 +193,15 @@ def _examples_of(modality: Any, ctx: Any) -> list[Any]:
         return []
 
 
-def _routing_of(modality: Any, ctx: Any) -> list[Any]:
-    """Router targets from the modality's declared example requests (`Modality.example_requests`)."""
+def _routing_of(modality: Any, ctx: Any, n: int) -> list[Any]:
+    """`n` router targets from the modality's declared example requests (`Modality.example_requests`),
+    the requests in turn."""
     from yoc_assistant.personalize import data
 
     requests = tuple(getattr(modality, "example_requests", ()) or ())
-    return data.routing_examples(ctx, modality.group, requests) if requests else []
+    made = data.routing_examples(ctx, modality.group, requests) if requests else []
+    one_each = made[::data.ROUTING_REPEATS]
+    return [one_each[i % len(one_each)] for i in range(max(n, len(made)))] if one_each else []
 
 
 def initial_words(bb: Backbone, library: Any, job: JobData) -> list[int]:
