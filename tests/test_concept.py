@@ -234,3 +234,15 @@ def test_the_toy_backbones_recipe_shows_a_reference_photo_unless_told_not_to() -
     assert TrainConfig().reference_photo is False  # the paper's default elsewhere
     assert config_from_options({}, recipe=recipe).reference_photo is True
     assert config_from_options({"reference_photo": False}, recipe=recipe).reference_photo is False
+
+
+def test_the_toy_backbones_recipe_takes_its_hard_negatives_from_the_top_of_the_ranking() -> None:
+    from yoc_assistant.app.training import config_from_options
+    from yoc_assistant.backbone.loading import recipe_of
+    from yoc_assistant.personalize.trainer import TrainConfig
+    from yoc_assistant.toyworld.common import BACKBONE_DIR
+
+    recipe = recipe_of(BACKBONE_DIR)
+    assert TrainConfig().hard_negatives == "after-soft"  # unmeasured elsewhere: unchanged
+    assert config_from_options({}, recipe=recipe).hard_negatives == "shared-top"
+    assert config_from_options({"hard_negatives": "top"}, recipe=recipe).hard_negatives == "top"

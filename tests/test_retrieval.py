@@ -275,3 +275,18 @@ def test_ranking_large_synthetic_pool_is_fast() -> None:
     r = rank_pool(concept, pool)
     assert (len(r.soft_positives), len(r.hard_negatives), len(r.easy_negatives)) == (1000, 100, 100)
     assert len(set(r.soft_positives) | set(r.hard_negatives) | set(r.easy_negatives)) == 1200
+
+
+def test_rank_pool_shared_top_hard_negatives_stay_soft_positives() -> None:
+    concept, pool, cos = _synthetic(40)
+    keys = [f"k{i}" for i in range(40)]
+    by_sim = [keys[i] for i in sorted(range(40), key=lambda i: -cos[i])]
+    r = rank_pool(concept, pool, keys, n_soft=10, n_hard=5, n_easy=5, hard_negatives="shared-top")
+    assert r.hard_negatives == by_sim[:5]  # the most similar are the hard "No"s...
+    assert r.soft_positives == by_sim[:10]  # ...and still teach generation
+    assert set(r.easy_negatives) <= set(by_sim[10:]) and len(r.easy_negatives) == 5
+    # the mode string and the older flag name the same split; a bad mode is refused
+    assert rank_pool(concept, pool, keys, n_soft=10, n_hard=5, n_easy=5, hard_negatives="top").hard_negatives \
+        == rank_pool(concept, pool, keys, n_soft=10, n_hard=5, n_easy=5, hard_from_top=True).hard_negatives
+    with pytest.raises(ValueError, match="hard negatives must be one of"):
+        rank_pool(concept, pool, keys, n_soft=10, n_hard=5, n_easy=5, hard_negatives="bottom")

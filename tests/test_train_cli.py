@@ -190,3 +190,23 @@ def test_a_job_fetches_the_concept_row_once(lib: Library, bb: Backbone, tmp_path
     outcome = train_concept_job(lib, "bo", backbone=bb, config=TrainConfig(max_steps=1, batch_size=2))
     assert not outcome.cancelled and outcome.vectors_path is not None
     assert len(fetched) == 4, fetched
+
+
+def test_the_configs_hard_negatives_reach_the_pool_ranking(lib: Library, tmp_path: Path) -> None:
+    """`TrainConfig.hard_negatives` is how the training job ranks the pool (toy CLIP)."""
+    from yoc_assistant.personalize.prepare import select_images
+
+    add(lib, tmp_path, "mug", 4)
+    lib.add_pool_images(photos(tmp_path / "pool", 8, start=100))
+    after = select_images(lib, "mug", seed=0)
+    shared = select_images(lib, "mug", seed=0, hard_negatives="shared-top")
+    assert after.hard and not set(after.hard) & set(after.soft)
+    assert shared.hard and set(shared.hard) <= set(shared.soft)
+    assert shared.hard == after.soft[: len(shared.hard)]  # the most similar pool photos
+
+
+def test_a_bad_hard_negatives_choice_is_refused_before_any_load() -> None:
+    from yoc_assistant.app.training import config_from_options
+
+    with pytest.raises(UserInputError, match="hard negatives must be one of"):
+        config_from_options({"hard_negatives": "bottom"})

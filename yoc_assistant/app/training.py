@@ -202,7 +202,7 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
     modalities = plugins.get_modalities()
     groups = plugins.group_sizes() or dict(DEFAULT_GROUPS)
     clip = SharedClip(device)  # one CLIP for pool ranking and checkpoint choice
-    job = select_images(library, concept, seed=config.seed, clip=clip)
+    job = select_images(library, concept, seed=config.seed, clip=clip, hard_negatives=config.hard_negatives)
     note(job.notes)
     words = initial_words(bb, library, job) if config.init_from_photos else []
     if words:
@@ -291,7 +291,7 @@ def config_from_options(options: dict[str, Any], recipe: dict[str, Any] | None =
                "eval_every": "eval_every", "init_from_photos": "init_from_photos",
                "mirror_photos": "mirror_photos", "lr_schedule": "lr_schedule",
                "warmup_steps": "warmup_steps", "clip_grad_norm": "clip_grad_norm",
-               "reference_photo": "reference_photo"}
+               "reference_photo": "reference_photo", "hard_negatives": "hard_negatives"}
     unknown = set(options) - set(mapping)
     if unknown:
         raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")

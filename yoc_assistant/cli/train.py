@@ -52,13 +52,17 @@ if TYPE_CHECKING:
 @click.option("--reference-photo/--no-reference-photo", default=None,
               help="Show one of the photos in the concept's prompt after its learned rows "
                    "(default: the backbone's recipe; on for the toy backbone).")
+@click.option("--hard-negatives", type=click.Choice(["after-soft", "top", "shared-top"]),
+              help="Where the pool's hard negatives come from in the CLIP ranking: just below the "
+                   "soft positives, the most similar, or the most similar kept as soft positives "
+                   "too (default: the backbone's recipe; shared-top for the toy backbone).")
 @json_option
 @quiet_option
 def train(name: str, epochs: int | None, steps: int | None, lr: float | None, batch_size: int | None,
           grad_accum: int | None, lr_schedule: str | None, warmup_steps: int | None,
           clip_grad_norm: float | None, gradient_checkpointing: bool | None, precision: str,
           resume: bool, seed: int | None, blank_init: bool, no_mirror: bool, reference_photo: bool | None,
-          as_json: bool, quiet: bool) -> None:
+          hard_negatives: str | None, as_json: bool, quiet: bool) -> None:
     """Train (or retrain) concept NAME. Ctrl-C stops after the current step; --resume continues."""
     from yoc_assistant.errors import UserInputError
     from yoc_assistant.library import Library
@@ -76,7 +80,8 @@ def train(name: str, epochs: int | None, steps: int | None, lr: float | None, ba
             warmup_steps=warmup_steps, clip_grad_norm=clip_grad_norm,
             gradient_checkpointing=gradient_checkpointing,
             precision=precision, seed=seed, init_from_photos=False if blank_init else None,
-            mirror_photos=False if no_mirror else None, reference_photo=reference_photo)
+            mirror_photos=False if no_mirror else None, reference_photo=reference_photo,
+            hard_negatives=hard_negatives)
     finally:
         lib.close()
     if as_json:

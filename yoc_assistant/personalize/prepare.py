@@ -63,10 +63,10 @@ class JobData:
 
 
 def select_images(library: Any, concept: Any, *, seed: int, clip_device: str = "cpu",
-                  clip: SharedClip | None = None) -> JobData:
+                  clip: SharedClip | None = None, hard_negatives: str = "after-soft") -> JobData:
     """The concept's photos (all of them train), the views that check the checkpoints,
     and ranked pool images (or notes why not). `concept`: its name, or the library's row
-    (a job fetches it once and passes it down)."""
+    (a job fetches it once and passes it down). `hard_negatives`: TrainConfig's."""
     from yoc_assistant.personalize import retrieval
     from yoc_assistant.personalize.imagetokens import shifted
 
@@ -82,7 +82,8 @@ def select_images(library: Any, concept: Any, *, seed: int, clip_device: str = "
     if pool:
         shared = clip or SharedClip(clip_device)
         try:
-            ranking = retrieval.retrieve(library, positives, pool, clip=shared.get(), seed=seed)
+            ranking = retrieval.retrieve(library, positives, pool, clip=shared.get(), seed=seed,
+                                         hard_negatives=hard_negatives)
         except retrieval.ClipUnavailable as err:
             ranking = retrieval.Ranking(notes=[f"retrieval skipped: {err}"])
     else:

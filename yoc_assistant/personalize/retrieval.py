@@ -18,8 +18,13 @@ pool images sorted by cosine similarity, most similar first:
   concept; they teach generation (more similar -> more generation tokens);
 * hard negatives = the next `n_hard` (100): similar, yet ranked below the soft
   positives, so the likeliest near-duplicates of the concept are never told "No";
-  `hard_from_top=True` takes the top `n_hard` instead (the paper's literal
+  `hard_negatives="top"` takes the top `n_hard` instead (the paper's literal
   "most similar" reading) and starts the soft positives after them;
+  `hard_negatives="shared-top"` takes the top `n_hard` as negatives *and* keeps them
+  among the soft positives: an image that looks like the concept but is not it is
+  the hardest "No" for recognition and still a good partial target for generation
+  (with a small pool, "after-soft" hard negatives are not hard at all: ranks
+  401-500 of 600 held no lookalike of a toy concept);
 * easy negatives = `n_easy` (100) drawn at random (seeded) from the rest.
 Pools smaller than n_soft + n_hard + n_easy keep up to a sixth of the pool for each
 kind of negative (at least one of each from 3 images on); the rest are soft positives.
@@ -340,6 +345,10 @@ class Ranking:
     notes: list[str] = field(default_factory=list)
 
 
+# Where hard negatives come from in the ranking (see the module doc).
+HARD_NEGATIVES = ("after-soft", "top", "shared-top")
+
+
 def split_sizes(pool: int, n_soft: int = PAPER_SOFT, n_hard: int = PAPER_HARD,
                 n_easy: int = PAPER_EASY) -> tuple[int, int, int]:
     """(soft, hard, easy) for a pool of `pool` images: as asked when it fits. A smaller
@@ -358,7 +367,8 @@ def split_sizes(pool: int, n_soft: int = PAPER_SOFT, n_hard: int = PAPER_HARD,
 def rank_pool(concept_embs: torch.Tensor, pool_embs: torch.Tensor,
               pool_keys: Sequence[str] | None = None, *, n_soft: int = PAPER_SOFT,
               n_hard: int = PAPER_HARD, n_easy: int = PAPER_EASY, seed: int = 0,
-              hard_from_top: bool = False, exclude: Sequence[str] = ()) -> Ranking:
+              hard_from_top: bool = False, hard_negatives: str | None = None,
+              exclude: Sequence[str] = ()) -> Ranking:
     """Split the pool by cosine similarity to the mean of `concept_embs` (see module doc).
 
     `pool_keys` name the pool rows (default "0", "1", ...); keys in `exclude` (the
@@ -378,11 +388,18 @@ def rank_pool(concept_embs: torch.Tensor, pool_embs: torch.Tensor,
     order = sorted((i for i, k in enumerate(keys) if k not in skip), key=lambda i: (-sims[i], i))
     soft, hard, easy = split_sizes(len(order), n_soft, n_hard, n_easy)
     ranked = [keys[i] for i in order]
-    if hard_from_top:
+    mode = hard_negatives or ("top" if hard_from_top else "after-soft")
+    if mode not in HARD_NEGATIVES:
+        raise ValueError(f"hard negatives must be one of {', '.join(HARD_NEGATIVES)}, not {mode!r}")
+    if mode == "top":
         hard_keys, soft_keys = ranked[:hard], ranked[hard:hard + soft]
+        rest = ranked[soft + hard:]
+    elif mode == "shared-top":
+        soft_keys, hard_keys = ranked[:soft], ranked[:hard]
+        rest = ranked[soft:]
     else:
         soft_keys, hard_keys = ranked[:soft], ranked[soft:soft + hard]
-    rest = ranked[soft + hard:]
+        rest = ranked[soft + hard:]
     easy_keys = random.Random(seed).sample(rest, min(easy, len(rest)))
     out = Ranking(soft_keys, hard_keys, easy_keys, {keys[i]: sims[i] for i in order})
     if len(order) < n_soft + n_hard + n_easy:

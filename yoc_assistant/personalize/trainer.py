@@ -110,6 +110,11 @@ class TrainConfig:
     # off by default (the paper's rows only), on in the toy backbone's recipe, where it
     # was measured (docs/toyworld.md).
     reference_photo: bool = False
+    # Where the pool's hard negatives come from in the CLIP ranking (retrieval.py):
+    # "after-soft" (ranked just below the soft positives; the default elsewhere),
+    # "top" (the most similar, the paper's literal reading) or "shared-top" (the most
+    # similar, kept among the soft positives too). Measured on the toy backbone only.
+    hard_negatives: str = "after-soft"
     # "constant" (the paper), or "cosine": linear warmup over `warmup_steps`, then cosine
     # decay to 5% of `lr` at the last step.
     lr_schedule: str = "constant"
@@ -129,6 +134,11 @@ class TrainConfig:
             raise UserInputError(f"eval-every must be >= 1, not {self.eval_every!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserInputError(f"learning rate must be a positive number, not {self.lr!r}")
+        from yoc_assistant.personalize.retrieval import HARD_NEGATIVES
+
+        if self.hard_negatives not in HARD_NEGATIVES:
+            raise UserInputError(f"hard negatives must be one of {', '.join(HARD_NEGATIVES)}, "
+                                 f"not {self.hard_negatives!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise UserInputError(f"lr schedule must be one of {', '.join(LR_SCHEDULES)}, "
                                  f"not {self.lr_schedule!r}")

@@ -48,7 +48,7 @@ from yoc_assistant.toyworld.common import (
 # `yoc_recipe`: how concepts are trained on this backbone by every entry point (add-concept,
 # train, the chat app, the demo), measured with the ablation harness (docs/toyworld.md).
 RECIPE: dict[str, Any] = {"steps": 1600, "lr": 0.001, "batch_size": 4, "checkpoint_every": 200,
-                          "eval_every": 800, "reference_photo": True}
+                          "eval_every": 800, "reference_photo": True, "hard_negatives": "shared-top"}
 YOC_SETTINGS: dict[str, Any] = {"yoc_name": "yoc-toy", "yoc_cfg_scale": 1.0,
                                 "yoc_caption_prompt": "describe this photo .", "yoc_recipe": RECIPE}
 
