@@ -44,7 +44,7 @@ def test_variants_train_on_what_yoc_train_trains_on() -> None:
     bb = Backbone.load(str(BACKBONE_DIR), precision="fp32", device="cpu")
     thing = world.Thing("heart", "blue", "striped", "mint")
     bench = ablation.make_bench(bb, load_clip(ClipSpec(str(CLIP_DIR))), thing, n_test=2, n_pool=30, seed=0,
-                                hard_from_top=False)
+                                hard_negatives="after-soft")
     vec, examples, stand_ins = ablation.variant_examples(bb, "full", bench, ablation.default_recipe(bb), 0)
     modalities = load_plugins().get_modalities()
     assert dict(vec.groups) == {m.group: m.group_size for m in modalities}

@@ -76,7 +76,7 @@ def test_rank_pool_hard_from_top_and_exclude() -> None:
     concept, pool, cos = _synthetic(40)
     keys = [f"k{i}" for i in range(40)]
     by_sim = [keys[i] for i in sorted(range(40), key=lambda i: -cos[i])]
-    r = rank_pool(concept, pool, keys, n_soft=10, n_hard=5, n_easy=5, hard_from_top=True,
+    r = rank_pool(concept, pool, keys, n_soft=10, n_hard=5, n_easy=5, hard_negatives="top",
                   exclude=[by_sim[0]])
     assert by_sim[0] not in r.soft_positives + r.hard_negatives + r.easy_negatives
     assert r.hard_negatives == by_sim[1:6]
@@ -285,8 +285,6 @@ def test_rank_pool_shared_top_hard_negatives_stay_soft_positives() -> None:
     assert r.hard_negatives == by_sim[:5]  # the most similar are the hard "No"s...
     assert r.soft_positives == by_sim[:10]  # ...and still teach generation
     assert set(r.easy_negatives) <= set(by_sim[10:]) and len(r.easy_negatives) == 5
-    # the mode string and the older flag name the same split; a bad mode is refused
-    assert rank_pool(concept, pool, keys, n_soft=10, n_hard=5, n_easy=5, hard_negatives="top").hard_negatives \
-        == rank_pool(concept, pool, keys, n_soft=10, n_hard=5, n_easy=5, hard_from_top=True).hard_negatives
+    # a bad mode is refused
     with pytest.raises(ValueError, match="hard negatives must be one of"):
         rank_pool(concept, pool, keys, n_soft=10, n_hard=5, n_easy=5, hard_negatives="bottom")

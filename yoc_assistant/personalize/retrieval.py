@@ -367,8 +367,7 @@ def split_sizes(pool: int, n_soft: int = PAPER_SOFT, n_hard: int = PAPER_HARD,
 def rank_pool(concept_embs: torch.Tensor, pool_embs: torch.Tensor,
               pool_keys: Sequence[str] | None = None, *, n_soft: int = PAPER_SOFT,
               n_hard: int = PAPER_HARD, n_easy: int = PAPER_EASY, seed: int = 0,
-              hard_from_top: bool = False, hard_negatives: str | None = None,
-              exclude: Sequence[str] = ()) -> Ranking:
+              hard_negatives: str = "after-soft", exclude: Sequence[str] = ()) -> Ranking:
     """Split the pool by cosine similarity to the mean of `concept_embs` (see module doc).
 
     `pool_keys` name the pool rows (default "0", "1", ...); keys in `exclude` (the
@@ -388,13 +387,12 @@ def rank_pool(concept_embs: torch.Tensor, pool_embs: torch.Tensor,
     order = sorted((i for i, k in enumerate(keys) if k not in skip), key=lambda i: (-sims[i], i))
     soft, hard, easy = split_sizes(len(order), n_soft, n_hard, n_easy)
     ranked = [keys[i] for i in order]
-    mode = hard_negatives or ("top" if hard_from_top else "after-soft")
-    if mode not in HARD_NEGATIVES:
-        raise ValueError(f"hard negatives must be one of {', '.join(HARD_NEGATIVES)}, not {mode!r}")
-    if mode == "top":
+    if hard_negatives not in HARD_NEGATIVES:
+        raise ValueError(f"hard negatives must be one of {', '.join(HARD_NEGATIVES)}, not {hard_negatives!r}")
+    if hard_negatives == "top":
         hard_keys, soft_keys = ranked[:hard], ranked[hard:hard + soft]
         rest = ranked[soft + hard:]
-    elif mode == "shared-top":
+    elif hard_negatives == "shared-top":
         soft_keys, hard_keys = ranked[:soft], ranked[:hard]
         rest = ranked[soft:]
     else:

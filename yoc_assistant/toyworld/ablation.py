@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from yoc_assistant.personalize.retrieval import HARD_NEGATIVES
 from yoc_assistant.toyworld import world
 from yoc_assistant.toyworld.common import BACKBONE_DIR, CLIP_DIR, JUDGE_DIR, set_threads
 from yoc_assistant.toyworld.make_concept import EXAMPLE_NAME, about_text
@@ -96,7 +97,7 @@ def negatives(thing: world.Thing, n: int, rng: np.random.Generator) -> dict[str,
 
 
 def make_bench(bb: Any, clip: Any, thing: world.Thing, *, n_test: int, n_pool: int, seed: int,
-               hard_from_top: bool, hard_negatives: str | None = None) -> Bench:
+               hard_negatives: str) -> Bench:
     from yoc_assistant.personalize.describe import photo_words
     from yoc_assistant.personalize.retrieval import rank_pool, split_sizes
 
@@ -110,8 +111,7 @@ def make_bench(bb: Any, clip: Any, thing: world.Thing, *, n_test: int, n_pool: i
     pool_images = [world.render(s) for s in pool]
     n_soft, n_hard, n_easy = split_sizes(n_pool)
     ranking = rank_pool(clip.embed_images(photos), clip.embed_images(pool_images), n_soft=n_soft,
-                        n_hard=n_hard, n_easy=n_easy, seed=seed, hard_from_top=hard_from_top,
-                        hard_negatives=hard_negatives)
+                        n_hard=n_hard, n_easy=n_easy, seed=seed, hard_negatives=hard_negatives)
     take = lambda keys: _tokens(bb, [pool_images[int(k)] for k in keys])  # noqa: E731
     hard_things = [pool[int(k)].thing for k in ranking.hard_negatives]
     notes = [f"hard negatives: {sum(t.kind() == thing.kind() for t in hard_things)} same named thing, "
@@ -338,7 +338,7 @@ def run_one(bb: Any, clip: Any, judge: Any, thing: world.Thing, seed: int, args:
     # The recipe's retrieval split, as `yoc train` ranks the pool, unless asked otherwise.
     hard = args.hard_negatives or ("top" if args.hard_from_top else config.hard_negatives)
     bench = make_bench(bb, clip, thing, n_test=args.n_test, n_pool=args.pool, seed=seed,
-                       hard_from_top=False, hard_negatives=hard)
+                       hard_negatives=hard)
     rows: dict[str, Any] = {}
     from yoc_assistant.personalize import phrasings as P
 
@@ -421,8 +421,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=0, help="training steps (default: yoc train's recipe)")
     ap.add_argument("--n-test", type=int, default=40, help="held-out positives (and as many negatives)")
     ap.add_argument("--pool", type=int, default=600, help="retrieval pool size")
-    ap.add_argument("--hard-from-top", action="store_true", help="hard negatives from the top of the ranking")
-    ap.add_argument("--hard-negatives", choices=["after-soft", "top", "shared-top"], default=None,
+    ap.add_argument("--hard-from-top", action="store_true", help="the same as --hard-negatives top")
+    ap.add_argument("--hard-negatives", choices=HARD_NEGATIVES, default=None,
                     help="where hard negatives come from in the ranking (default: the recipe's)")
     ap.add_argument("--images", type=int, default=8, help="pictures generated per variant (0: none)")
     ap.add_argument("--backbone", type=Path, default=BACKBONE_DIR)

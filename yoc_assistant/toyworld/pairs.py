@@ -53,7 +53,7 @@ def train_pair(bb: Any, clip: Any, a: world.Thing, b: world.Thing, seed: int, ar
         config = dataclasses.replace(config, max_steps=args.steps)
     vectors = []
     for name, thing in (("a", a), ("b", b)):
-        bench = ablation.make_bench(bb, clip, thing, n_test=4, n_pool=args.pool, seed=seed, hard_from_top=False,
+        bench = ablation.make_bench(bb, clip, thing, n_test=4, n_pool=args.pool, seed=seed,
                                     hard_negatives=config.hard_negatives)
         cs, seconds = ablation.train_variant(bb, "full", bench, config, seed)
         print(f"[pairs] trained <{name}> ({thing.label()}) in {seconds:.0f} s", file=sys.stderr, flush=True)
