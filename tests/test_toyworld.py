@@ -471,3 +471,37 @@ def test_pair_probe_reads_every_kind_of_photo(shipped) -> None:
     report = pair_reading(shipped, n=2)
     assert list(report) == list(PAIR_PHOTOS)
     assert all(0.0 <= v <= 1.0 for row in report.values() for v in row.values())
+
+
+def test_a_grown_backbone_computes_what_its_source_did(tmp_path) -> None:
+    """init_from into a skeleton with twice the layers: the source's layers land at the
+    even depths, the new ones start as the identity, so the logits are the source's."""
+    from yoc_assistant.backbone.core import Backbone
+    from yoc_assistant.backbone.tiny import write_tiny_checkpoint
+    from yoc_assistant.toyworld.train_backbone import init_from
+
+    words = language.vocabulary()
+    source = write_tiny_checkpoint(tmp_path / "src", num_layers=2, words=words, seed=1)
+    grown = write_tiny_checkpoint(tmp_path / "grown", num_layers=4, words=words, seed=2)
+    before = Backbone.load(str(grown), precision="fp32", device="cpu")
+    init_from(grown, source)
+    a = Backbone.load(str(source), precision="fp32", device="cpu")
+    b = Backbone.load(str(grown), precision="fp32", device="cpu")
+    ids = a.prompt_ids(["a dotted orange star on sand ."])
+    want, got = a.next_token_logits(ids), b.next_token_logits(ids)
+    assert torch.allclose(want, got, atol=1e-5)
+    assert not torch.allclose(before.next_token_logits(ids), got, atol=1e-3)  # not a skeleton
+    # the new layers are real layers, only silent: their other weights are the skeleton's
+    new_q = b.model.model.layers[1].self_attn.q_proj.weight
+    assert new_q.abs().sum() > 0 and b.model.model.layers[1].mlp.down_proj.weight.abs().sum() == 0
+
+
+def test_growing_needs_a_whole_multiple_of_the_layers(tmp_path) -> None:
+    from yoc_assistant.backbone.tiny import write_tiny_checkpoint
+    from yoc_assistant.toyworld.train_backbone import init_from
+
+    words = language.vocabulary()
+    source = write_tiny_checkpoint(tmp_path / "src", num_layers=2, words=words)
+    odd = write_tiny_checkpoint(tmp_path / "odd", num_layers=3, words=words)
+    with pytest.raises(RuntimeError, match="2 layers cannot grow to 3"):
+        init_from(odd, source)

@@ -83,17 +83,30 @@ def init_from(skeleton: Path, source: Path) -> None:
     """Start the skeleton's text model from a trained toy backbone (`source`): every
     tensor but the VQ-VAE's is copied; embedding and head rows follow their token's
     *name*, so words added to the vocabulary (which shifts every id after them) get a
-    fresh row at the mean of the old text rows and all others keep what they learnt."""
+    fresh row at the mean of the old text rows and all others keep what they learnt.
+
+    A skeleton with k times the source's layers is *grown*: source layer i becomes layer
+    k*i, and each layer in between starts as the identity (its attention output and MLP
+    down projections zero, so it adds nothing to the residual stream): the grown model
+    computes exactly what the source did, and training gives the new layers work only as
+    far as they lower the loss. Why: continued pretraining of the 4-layer model had
+    stalled (generation loss 3.4 nats a token from v9 to v12, docs/toyworld.md), and a
+    model trained from scratch needs far more CPU hours than growing one does."""
     from safetensors.torch import save_file
 
-    def names(folder: Path) -> dict[str, int]:
-        return json.loads((folder / "config.json").read_text())["vocabulary_map"]
+    def config(folder: Path) -> dict[str, Any]:
+        return json.loads((folder / "config.json").read_text())
 
     new, old = load_tensors(skeleton / "model.safetensors"), load_tensors(source / "model.safetensors")
-    new_vocab, old_vocab = names(skeleton), names(source)
+    new_cfg, old_cfg = config(skeleton), config(source)
+    new_vocab, old_vocab = new_cfg["vocabulary_map"], old_cfg["vocabulary_map"]
+    stride = layer_stride(int(old_cfg["num_hidden_layers"]), int(new_cfg["num_hidden_layers"]), source)
     row_tensors = ("model.embed_tokens.weight", "lm_head.weight")
     for key, value in old.items():
-        if key.startswith("model.vqmodel.") or key not in new:
+        if key.startswith("model.vqmodel."):
+            continue
+        key_new = _moved_layer(key, stride)
+        if key_new not in new:
             continue
         if key in row_tensors:
             text_rows = [i for n, i in old_vocab.items() if not n.startswith("IMGIMG") and not n.startswith("<")]
@@ -102,12 +115,38 @@ def init_from(skeleton: Path, source: Path) -> None:
                 if name in old_vocab:
                     rows[i] = value[old_vocab[name]]
             new[key] = rows
-        elif new[key].shape == value.shape:
-            new[key] = value
+        elif new[key_new].shape == value.shape:
+            new[key_new] = value
         else:
             raise RuntimeError(f"{source}: tensor {key} has shape {tuple(value.shape)}, "
-                               f"the skeleton {tuple(new[key].shape)}")
+                               f"the skeleton {tuple(new[key_new].shape)}")
+    for layer in range(int(new_cfg["num_hidden_layers"])):
+        if layer % stride:  # a new layer: the identity until trained
+            for part in IDENTITY_ZEROED:
+                key = f"model.layers.{layer}.{part}"
+                new[key] = torch.zeros_like(new[key])
     save_file(new, str(skeleton / "model.safetensors"), metadata={"format": "pt"})
+
+
+# The projections that write into the residual stream: zero, a pre-norm layer is the identity.
+IDENTITY_ZEROED = ("self_attn.o_proj.weight", "mlp.down_proj.weight")
+
+
+def layer_stride(old_layers: int, new_layers: int, source: Path) -> int:
+    """How far apart the source's layers land in the grown model (1: same depth)."""
+    if new_layers < old_layers or new_layers % old_layers:
+        raise RuntimeError(f"{source}: {old_layers} layers cannot grow to {new_layers} "
+                           f"(a whole multiple of {old_layers} is needed)")
+    return new_layers // old_layers
+
+
+def _moved_layer(key: str, stride: int) -> str:
+    """'model.layers.1.mlp...' -> 'model.layers.{stride}.mlp...'; other keys unchanged."""
+    prefix = "model.layers."
+    if not key.startswith(prefix):
+        return key
+    index, rest = key[len(prefix):].split(".", 1)
+    return f"{prefix}{int(index) * stride}.{rest}"
 
 
 def export(bb: Any, skeleton: Path, dest: Path, meta: dict[str, Any]) -> None:
@@ -388,7 +427,7 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Any, Path, list[world
 
     skeleton = work / "skeleton"
     shutil.rmtree(skeleton, ignore_errors=True)
-    build_skeleton(skeleton, args.vq, QUICK_MODEL if args.quick else MODEL, args.seed)
+    build_skeleton(skeleton, args.vq, model_shape(args), args.seed)
     if args.init_from is not None and not args.resume:
         init_from(skeleton, args.init_from)
         print(f"[backbone] text model from {args.init_from}", flush=True)
@@ -406,6 +445,14 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Any, Path, list[world
         (work / "tokens.stamp").write_text(vq_stamp + tokens_file.name)
         print(f"[backbone] encoded {len(scenes)} scenes in {time.time() - t0:.0f}s", flush=True)
     return bb, skeleton, scenes, image_ids
+
+
+def model_shape(args: argparse.Namespace) -> dict[str, int]:
+    """MODEL (QUICK_MODEL with --quick), with --layers' depth where given."""
+    shape = dict(QUICK_MODEL if args.quick else MODEL)
+    if args.layers:
+        shape["num_layers"] = args.layers
+    return shape
 
 
 def _short(task: str) -> str:
@@ -474,7 +521,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
             bb.model.train()
             print(f"[backbone] step {step + 1} eval {json.dumps(metrics)}", flush=True)
             meta = {"step": step + 1, "total_steps": total, "seed": args.seed, "train_seconds": round(time.time() - t0),
-                    "model": QUICK_MODEL if args.quick else MODEL, "eval": metrics,
+                    "model": model_shape(args), "eval": metrics,
                     "command": "python -m yoc_assistant.toyworld.train_backbone"}
             save_state(state_file, params, opt, step + 1)
             export(bb, skeleton, args.out, meta)
@@ -502,6 +549,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resume", action="store_true", help="continue from the work dir's state")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start the text model from this trained toy backbone directory (see init_from)")
+    ap.add_argument("--layers", type=int, default=0,
+                    help="transformer layers (default: MODEL's); with --init-from a whole multiple "
+                         "of the source's grows it (see init_from); repeat it with --resume")
     ap.add_argument("--fp32", action="store_true",
                     help="no bf16 autocast (default: bf16 where this CPU runs it fast)")
     ap.add_argument("--tasks", nargs="+", choices=language.TASKS, default=list(language.TASKS),

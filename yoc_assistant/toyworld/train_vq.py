@@ -233,6 +233,9 @@ def train(steps: int, batch: int, pool_size: int, seed: int, out: Path, lr: floa
             metrics = evaluate(model, held)
             print(f"[vq] step {step + 1}: {metrics}", flush=True)
             save(model, out, step + 1, {**metrics, "train_seconds": time.time() - t0})
+    if steps == 0:  # `--init-from X --steps 0`: X's VQ-VAE as it is, for train_backbone --vq
+        metrics = evaluate(model, held)
+        save(model, out, 0, metrics)
     return metrics
 
 
@@ -247,7 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bf16", action="store_true",
                     help="bf16 autocast (slower than fp32 for these small convs on CPU)")
     ap.add_argument("--init-from", type=Path, default=None,
-                    help="fine-tune the VQ-VAE of this toy backbone directory instead of starting fresh")
+                    help="fine-tune the VQ-VAE of this toy backbone directory instead of starting fresh "
+                         "(with --steps 0: extract it unchanged)")
     ap.add_argument("--no-mid-attention", action="store_true",
                     help="encoder without its mid attention block (attn_type none): an experiment on "
                          "token locality (docs/toyworld.md)")
