@@ -40,10 +40,20 @@ def launch(run: Path, out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for(path_glob: Path, pattern: str, deadline: float) -> None:
+# Waiting on a checkpoint ends when it appears or the run exits without it (a real
+# failure, reported with its output); the wall-clock limit only catches a hung run. A
+# 240 s limit failed once on a starved shared machine (5 min of CPU in 10 min of wall).
+HUNG_AFTER_S = 900
+
+
+def wait_for(path_glob: Path, pattern: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + HUNG_AFTER_S
     while not any(path_glob.glob(pattern)):
+        if proc.poll() is not None:
+            output = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"the run exited ({proc.returncode}) before {pattern} in {path_glob}:\n{output}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"no {pattern} in {path_glob} in time")
+            raise AssertionError(f"no {pattern} in {path_glob} after {HUNG_AFTER_S} s: the run hangs")
         time.sleep(0.02)
 
 
@@ -53,8 +63,7 @@ def test_two_processes_match_one_and_survive_a_kill(tmp_path: Path) -> None:
 
     run = tmp_path / "two"
     proc = launch(run, tmp_path / "killed.safetensors")
-    deadline = time.monotonic() + 240
-    wait_for(run / "ckpt", "step-00000003*", deadline)
+    wait_for(run / "ckpt", "step-00000003*", proc)
     os.kill(int((run / "pid-1").read_text()), signal.SIGKILL)  # one worker dies mid-run
     output, _ = proc.communicate(timeout=180)
     assert proc.returncode != 0, output
