@@ -505,3 +505,34 @@ def test_growing_needs_a_whole_multiple_of_the_layers(tmp_path) -> None:
     odd = write_tiny_checkpoint(tmp_path / "odd", num_layers=3, words=words)
     with pytest.raises(RuntimeError, match="2 layers cannot grow to 3"):
         init_from(odd, source)
+
+
+def test_object_patches_cover_the_object_and_not_the_background() -> None:
+    small = world.Scene(world.Thing.parse("plain red circle"), "small", "grass", 6, 6, seed=1)
+    patches = world.object_patches(small, 8).reshape(8, 8)
+    assert patches[1, 1] and not patches[6, 6]  # the object sits top left
+    assert 9 <= patches.sum() <= 25  # a 14-pixel object spans 4-5 patches of 4 pixels
+    big = world.Scene(world.Thing.parse("plain red square"), "big", "sand", 16, 16, seed=1)
+    assert world.object_patches(big, 8).sum() > patches.sum()
+
+
+def test_object_weight_falls_on_the_drawn_objects_image_tokens(shipped) -> None:
+    from yoc_assistant.toyworld.train_backbone import Batcher, encode_scenes
+
+    scenes = world.random_scenes(30, seed=3, pairs=0.25)
+    batcher = Batcher(shipped, scenes, encode_scenes(shipped, scenes))
+    rng = np.random.default_rng(0)
+    for task in ("generate", "named-generate", "caption"):
+        ex = language.make_example(task, batcher.pool, rng)
+        ids, start = batcher.example_ids(ex)
+        weights = batcher.object_multipliers(ex, len(ids), 2.0)
+        heavy = [i for i, w in enumerate(weights) if w != 1.0]
+        if task == "caption":  # a text answer: nothing is an object
+            assert heavy == []
+            continue
+        photo = next(p for p in ex.answer if isinstance(p, language.Photo))
+        boi = ids.index(shipped.special.boi, start)
+        want = [boi + 1 + k for k, v in enumerate(world.object_patches(scenes[photo.index], 8)) if v]
+        assert heavy == want and all(weights[i] == 3.0 for i in heavy)
+    batch = batcher.batch(rng, 2, ("generate",), object_weight=2.0)
+    assert float(batch["weight"].max()) == 3.0 and float(batch["weight"][batch["target"]].min()) == 1.0

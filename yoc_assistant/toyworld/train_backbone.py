@@ -193,6 +193,7 @@ class Batcher:
         self.pool = language.ScenePool(scenes)
         self.sp = bb.special
         self._cache: dict[str, list[int]] = {}
+        self._patches: dict[int, list[bool]] = {}
         self._extra = 0  # extra rows handed out in the batch being built
 
     def _text(self, text: str) -> list[int]:
@@ -227,6 +228,36 @@ class Batcher:
         prompt = [self.sp.bos, *self._parts(ex.prompt, names), self.sp.sep] if ex.prompt else [self.sp.bos]
         return prompt + self._parts(ex.answer, names) + [self.sp.eos], len(prompt)
 
+    def object_multipliers(self, ex: language.Example, length: int, object_weight: float) -> list[float]:
+        """Per token of `example_ids(ex)` (length `length`): 1 + `object_weight` on the image
+        tokens of an answer's photo whose patch shows part of an object, else 1."""
+        out = [1.0] * length
+        at = length - 1 - sum(self._length(part) for part in ex.answer)  # the answer's first token
+        for part in ex.answer:
+            if isinstance(part, language.Photo):
+                shown = self._object_patches(part.index)
+                for k, is_object in enumerate(shown):
+                    if is_object:
+                        out[at + 1 + k] += object_weight  # after BOI
+            at += self._length(part)
+        return out
+
+    def _length(self, part: Any) -> int:
+        """Tokens `_parts` gives a part (without handing out extra rows)."""
+        if isinstance(part, language.Photo):
+            return len(self.image_ids[part.index]) + 2
+        if isinstance(part, language.Name):
+            return 1
+        if isinstance(part, language.Filler):
+            return part.n
+        return len(self._text(part))
+
+    def _object_patches(self, index: int) -> list[bool]:
+        if index not in self._patches:
+            grid = int(round(len(self.image_ids[index]) ** 0.5))
+            self._patches[index] = world.object_patches(self.scenes[index], grid).tolist()
+        return self._patches[index]
+
     def extra_rows(self, n: int, rng: np.random.Generator) -> Any:
         """`n` new-concept-like rows: inputs at the text embedding's mean plus noise of a
         random 0.1-1 x its spread, outputs at the head's mean (they are never targets)."""
@@ -241,18 +272,22 @@ class Batcher:
         return ExtraTokens(inputs, head.mean(0).expand(n, -1).clone())
 
     def batch(self, rng: np.random.Generator, per_task: int,
-              tasks: tuple[str, ...] = language.TASKS, decision_weight: float = 0.0) -> dict[str, Any]:
-        rows, starts, task_ix, decisive = [], [], [], []
+              tasks: tuple[str, ...] = language.TASKS, decision_weight: float = 0.0,
+              object_weight: float = 0.0) -> dict[str, Any]:
+        rows, starts, task_ix, decisive, multipliers = [], [], [], [], []
         self._extra = 0
         for t, task in enumerate(tasks):
             for _ in range(per_task):
-                ids, start = self.example_ids(language.make_example(task, self.pool, rng))
+                ex = language.make_example(task, self.pool, rng)
+                ids, start = self.example_ids(ex)
                 rows.append(ids)
                 starts.append(start)
                 task_ix.append(t)
                 decisive.append(task in DECISION_TASKS)
+                if object_weight:
+                    multipliers.append(self.object_multipliers(ex, len(ids), object_weight))
         batch = collate(rows, starts, task_ix, self.sp.pad, int(self.bb.vocab_size),
-                        [decision_weight if d else 0.0 for d in decisive])
+                        [decision_weight if d else 0.0 for d in decisive], multipliers or None)
         batch["extra"] = self.extra_rows(self._extra, rng) if self._extra else None
         return batch
 
@@ -262,10 +297,12 @@ DECISION_TASKS = ("recognize", "exists", "named-recognize", "named-pair", "named
 
 
 def collate(rows: list[list[int]], starts: list[int], task_ix: list[int], pad: int, vocab_size: int,
-            decision_weight: list[float] | None = None) -> dict[str, torch.Tensor]:
+            decision_weight: list[float] | None = None,
+            multipliers: list[list[float]] | None = None) -> dict[str, torch.Tensor]:
     """`target`: the answer's tokens except extra rows (fillers, names). `weight`: 1 on
-    targets; the first target (the answer's first word) gets `decision_weight` times
-    the rest of the answer's weight on top (0: plain mean over the answer)."""
+    targets (times each row's `multipliers`, where given); the first target (the answer's
+    first word) gets `decision_weight` times the rest of the answer's weight on top (0:
+    plain mean over the answer)."""
     length = max(len(r) for r in rows)
     ids = torch.full((len(rows), length), pad, dtype=torch.long)
     attn = torch.zeros((len(rows), length), dtype=torch.long)
@@ -276,6 +313,8 @@ def collate(rows: list[list[int]], starts: list[int], task_ix: list[int], pad: i
         attn[b, :len(row)] = 1
         target[b, start:len(row)] = ids[b, start:len(row)] < vocab_size
         weight[b] = target[b].float()
+        if multipliers is not None:
+            weight[b, :len(row)] *= torch.tensor(multipliers[b])
         if decision_weight and decision_weight[b]:
             first = start + int(target[b, start:].float().argmax())
             weight[b, first] += decision_weight[b] * (float(weight[b].sum()) - 1)
@@ -505,7 +544,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, args.lr, warmup=min(WARMUP, total // 10 + 1))
-        batch = batcher.batch(rng, args.per_task, tasks, decision_weight=args.decision_weight)
+        batch = batcher.batch(rng, args.per_task, tasks, decision_weight=args.decision_weight,
+                              object_weight=args.object_weight)
         ce, mask = bucketed_token_losses(bb, batch, bf16)
         loss, per_task = example_balanced_loss(ce, mask, batch["task"], len(tasks), batch["weight"][:, 1:])
         opt.zero_grad(set_to_none=True)
@@ -559,6 +599,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--decision-weight", type=float, default=0.0,
                     help="extra weight of the yes/no token of recognition answers: 1 = as much "
                          "as the rest of the answer together")
+    ap.add_argument("--object-weight", type=float, default=0.0,
+                    help="extra weight of a drawn photo's tokens that show part of an object "
+                         "(1 = twice a background token's): drawing is mostly the object, "
+                         "and its tokens were harder than the background's for v11")
     ap.add_argument("--codebook-init", action="store_true",
                     help="start image-token rows from the VQ codebook (see init_image_rows)")
     ap.add_argument("--quick", action="store_true", help="tiny model, a few steps (CI)")

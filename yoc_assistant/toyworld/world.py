@@ -372,6 +372,18 @@ def render(scene: Scene) -> Image.Image:
     return Image.fromarray(np.clip(small + 0.5, 0, 255).astype(np.uint8), "RGB")
 
 
+def object_patches(scene: Scene, grid: int) -> np.ndarray:
+    """bool [grid * grid], row-major like image tokens: which patches of the photo show
+    part of an object (its fill or outline), the rest only background."""
+    side = SIZE * _SS
+    cover = np.zeros((side, side), np.float32)
+    for obj in _placed(scene):
+        fill, line = _masks(obj)
+        cover = np.maximum(cover, np.maximum(fill, line))
+    step = side // grid
+    return (cover.reshape(grid, step, grid, step).max(axis=(1, 3)) > 0.25).reshape(-1)
+
+
 def render_array(scenes: list[Scene]) -> np.ndarray:
     """uint8 [N, SIZE, SIZE, 3]."""
     return np.stack([np.asarray(render(s)) for s in scenes])
