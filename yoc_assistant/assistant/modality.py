@@ -43,6 +43,7 @@ class Request:
     cfg_scale: float | None = None  # None: the backbone's own default
     temperature: float | None = None  # None: the modality's default
     decoding: str | None = None  # how pictures are drawn ("sjd" | "sequential"); None: the backbone's default
+    candidates: int | None = None  # samples per picture the concepts' self-check picks from; None: the backbone's
     out: Path | None = None  # file or folder for what a modality writes
     _mentions: Mentions | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -104,6 +105,20 @@ class RespondContext:
         """The prompt followed by the group's tokens: the self-prompt the model was trained
         to emit before answering in this modality."""
         return list(self.prompt_ids) + self.group_ids(group)
+
+    def draw_images(self, prompt_ids: list[int], *, n: int, candidates: int | None = None,
+                    **options: Any) -> Any:
+        """`n` pictures after `prompt_ids` (backbone.GeneratedImages), continuing the router's
+        pass: with concepts mentioned, each the best of `candidates` samples by the concepts'
+        own "Is <name> in this photo?" (`personalize.selfcheck`; None: the backbone's
+        recommended number); without, plain samples. `options`: `generate_images`' own."""
+        from yoc_assistant.personalize import selfcheck
+
+        k = selfcheck.default_candidates(self.backbone) if candidates is None else candidates
+        names = [n for n in self.concept_names if self.concepts is not None and n in self.concepts.names]
+        check = selfcheck.concept_check(self.backbone, self.concepts, names) if names else None
+        return selfcheck.draw_checked(self.backbone, prompt_ids, n=n, candidates=k, check=check,
+                                      extra=self.extra, prefix=self.prompt_pass, **options)
 
 
 @dataclass

@@ -99,6 +99,15 @@ def cfg_scale_of(folder: Path) -> float:
     return DEFAULT_CFG_SCALE
 
 
+def draw_candidates_of(folder: Path) -> int:
+    """How many samples a checkpoint recommends drawing per picture for the concept's own
+    check to choose from (config.json `yoc_draw_candidates`, `personalize.selfcheck`), else 1."""
+    value = _yoc_setting(folder, "yoc_draw_candidates")
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64:
+        return value
+    return 1
+
+
 def caption_prompt_of(folder: Path) -> str | None:
     """The prompt a small checkpoint was taught to describe a photo with (config.json
     `yoc_caption_prompt`: the toy backbone's), else None: any wording works."""

@@ -133,9 +133,14 @@ def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, se
 @click.argument("text")
 @click.option("--out", type=click.Path(path_type=Path),
               help="PNG file or folder (default: the yoc folder in your pictures folder).")
-@click.option("--seed", type=SEED, help="Seed of the first picture (picture i uses seed+i).")
+@click.option("--seed", type=SEED,
+              help="Seed of the first picture (picture i uses seed+i; with k candidates, its "
+                   "candidates seed+i*k .. seed+i*k+k-1, and the kept one's seed is in its PNG).")
 @click.option("--n", "n", type=click.IntRange(1, 64), default=1, show_default=True,
               help="How many pictures.")
+@click.option("--candidates", type=click.IntRange(1, 64), default=None,
+              help="Samples drawn per picture; the mentioned concepts keep the one they recognize "
+                   "best (default: the backbone's, 1 for Anole; no concept: 1).")
 @click.option("--cfg", "cfg", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Classifier-free guidance scale (1.0 = off; default: the backbone's, 3.0 for Anole).")
 @click.option("--decoding", type=click.Choice(IMAGE_DECODINGS), default=IMAGE_DECODING, show_default=True,
@@ -146,13 +151,14 @@ def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, se
 @quiet_option
 @precision_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def draw(text: str, out: Path | None, seed: int | None, n: int, cfg: float | None, decoding: str,
-         explain: bool, quiet: bool, precision: str, as_json: bool) -> None:
+def draw(text: str, out: Path | None, seed: int | None, n: int, candidates: int | None, cfg: float | None,
+         decoding: str, explain: bool, quiet: bool, precision: str, as_json: bool) -> None:
     """Draw TEXT (mention concepts as <name>) to PNG files and print their paths."""
     from yoc_assistant.app.conversation_log import log_request, with_seed
     from yoc_assistant.assistant import Request
 
-    request = with_seed(Request(text=text, seed=seed, n=n, cfg_scale=cfg, out=out, decoding=decoding))
+    request = with_seed(Request(text=text, seed=seed, n=n, cfg_scale=cfg, out=out, decoding=decoding,
+                                candidates=candidates))
     assistant = _assistant(precision, quiet or as_json, request, DRAW)
     request.mode = assistant.plugins.modality(DRAW).name  # the modality that draws
     routed: list[Any] = []

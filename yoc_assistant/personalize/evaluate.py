@@ -142,10 +142,16 @@ def generation_prompt(bb: Any, concepts: Any, name: str, phrasing: str = P.GENER
 
 
 def generate_concept_images(bb: Any, concepts: Any, name: str, n: int = 4, *, seed: int = 0,
-                            cfg_scale: float | None = None,
+                            cfg_scale: float | None = None, candidates: int | None = None,
                             on_progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
-    out = bb.generate_images(generation_prompt(bb, concepts, name), n=n, extra=concepts.extra,
-                             cfg_scale=cfg_scale, seed=seed, on_progress=on_progress)
+    """Pictures as `yoc draw` draws them: each the best of `candidates` samples by the
+    concept's own check (`selfcheck`; None: the backbone's recommended number)."""
+    from yoc_assistant.personalize import selfcheck
+
+    k = selfcheck.default_candidates(bb) if candidates is None else candidates
+    out = selfcheck.draw_checked(bb, generation_prompt(bb, concepts, name), n=n, candidates=k,
+                                 check=selfcheck.concept_check(bb, concepts, [name]), extra=concepts.extra,
+                                 cfg_scale=cfg_scale, seed=seed, on_progress=on_progress)
     return list(out.images)
 
 

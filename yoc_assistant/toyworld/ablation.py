@@ -13,7 +13,9 @@ never trained on:
   and negative accuracies (the paper's metric; untrained ~0.5);
 * generation (`--images`): instance similarity (the toy instance judge's cosine,
   generated vs real held-out photos), drawn right (the judge names the exact instance,
-  accent included), CLIP-I (toy CLIP cosine);
+  accent included), CLIP-I (toy CLIP cosine); pictures drawn as `yoc draw` draws them,
+  each the best of `--candidates` samples by the variant's own recognition
+  (`personalize.selfcheck`), and the same figures for single samples (`*_unchecked`);
 * QA: the concept's facts ("What is <name>'s colour?"), answered greedily as `ask` does;
 * routing: held-out request phrasings (never trained on) sent through yoc's Router:
   text requests must route to text, drawing requests to the image modality.
@@ -250,15 +252,33 @@ def routing(bb: Any, v: Variant, bench: Bench, seed: int) -> dict[str, float] | 
 
 
 @torch.no_grad()
-def generation(bb: Any, clip: Any, judge: Any, v: Variant, bench: Bench, n: int, seed: int) -> dict[str, Any]:
+def generation(bb: Any, clip: Any, judge: Any, v: Variant, bench: Bench, n: int, seed: int,
+               candidates: int) -> dict[str, Any]:
+    """Pictures as `yoc draw` draws them (`selfcheck.draw_checked`): each the best of
+    `candidates` samples by the variant's *own* "Is <name> in this photo?" (its words for the
+    text prompt, its photo for the image prompt, its rows for a trained concept); with more
+    than one candidate, the same figures for single samples too (`*_unchecked`)."""
     from yoc_assistant.personalize import phrasings as P
+    from yoc_assistant.personalize import selfcheck
     from yoc_assistant.personalize.judge import drawn_right, instance_similarity
 
-    out = bb.generate_images(v.draw(P.GENERATION_PROMPTS[0]), n=n, extra=v.extra, seed=seed)
-    emb = clip.embed_images(out.images)
-    return {"instance_similarity": instance_similarity(judge, out.images, bench.real),
-            "drawn_right": drawn_right(judge, out.images, bench.real),
-            "clip_i": float((emb @ bench.real_clip.T).mean()), "images": out.images}
+    def check(ids: torch.Tensor) -> torch.Tensor:
+        prompts = [v.ask(P.RECOGNITION_QUESTIONS[0], row.tolist()) for row in ids]
+        return selfcheck.yes_margins(bb, prompts, v.extra)
+
+    def scores(images: list[Image.Image], suffix: str = "") -> dict[str, float]:
+        emb = clip.embed_images(images)
+        return {f"instance_similarity{suffix}": instance_similarity(judge, images, bench.real),
+                f"drawn_right{suffix}": drawn_right(judge, images, bench.real),
+                f"clip_i{suffix}": float((emb @ bench.real_clip.T).mean())}
+
+    prompt = v.draw(P.GENERATION_PROMPTS[0])
+    out = selfcheck.draw_checked(bb, prompt, n=n, candidates=candidates, check=check, extra=v.extra, seed=seed)
+    row: dict[str, Any] = {**scores(out.images), "images": out.images}
+    if candidates > 1:
+        single = bb.generate_images(prompt, n=n, extra=v.extra, seed=seed).images
+        row.update(scores(single, "_unchecked"))
+    return row
 
 
 def _strip_groups(examples: list[Any], group_ids: set[int]) -> list[Any]:
@@ -354,7 +374,7 @@ def run_one(bb: Any, clip: Any, judge: Any, thing: world.Thing, seed: int, args:
         if route is not None:
             row.update({f"routing_{k}": val for k, val in route.items()})
         if args.images:
-            gen = generation(bb, clip, judge, v, bench, args.images, seed)
+            gen = generation(bb, clip, judge, v, bench, args.images, seed, args.candidates)
             images = gen.pop("images")
             if args.save_images:
                 folder = args.save_images / f"{thing.label().replace(', ', '-').replace(' ', '-')}-seed{seed}"
@@ -381,7 +401,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, fl
 
 
 COLUMNS = ("recognition", "positive", "negative_same", "negative_near", "negative_far", "qa",
-           "routing_text", "routing_image", "instance_similarity", "drawn_right", "clip_i", "train_seconds")
+           "routing_text", "routing_image", "instance_similarity", "drawn_right", "clip_i",
+           "instance_similarity_unchecked", "clip_i_unchecked", "train_seconds")
 
 
 def table(summary: dict[str, dict[str, tuple[float, float, int]]]) -> str:
@@ -425,6 +446,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--hard-negatives", choices=HARD_NEGATIVES, default=None,
                     help="where hard negatives come from in the ranking (default: the recipe's)")
     ap.add_argument("--images", type=int, default=8, help="pictures generated per variant (0: none)")
+    ap.add_argument("--candidates", type=int, default=None,
+                    help="samples per picture, the variant's own check keeping one (default: the "
+                         "backbone's, as yoc draw; 1: single samples)")
     ap.add_argument("--backbone", type=Path, default=BACKBONE_DIR)
     ap.add_argument("--clip", type=Path, default=CLIP_DIR)
     ap.add_argument("--judge", type=Path, default=JUDGE_DIR)
@@ -447,7 +471,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from yoc_assistant.personalize.retrieval import ClipSpec, load_clip
 
     set_threads()
+    from yoc_assistant.personalize.selfcheck import check_candidates, default_candidates
+
     bb = Backbone.load(str(args.backbone), precision="fp32", device="cpu")
+    args.candidates = check_candidates(default_candidates(bb) if args.candidates is None else args.candidates)
     clip = load_clip(ClipSpec(str(args.clip)))
     judge = ToyJudge.load(args.judge)
     runs, t0 = [], time.time()

@@ -38,12 +38,13 @@ class ImageModality(Modality):
     def respond(self, request: Request, ctx: RespondContext) -> Response:
         n = max(1, int(request.n))
         paths = output_paths(ctx.out, n, prompt=request.text, suffix=".png")
-        # Self-prompting: the concept's generation tokens come first, then the image.
-        result = ctx.backbone.generate_images(
-            ctx.forced_prompt(self.group), n=n, extra=ctx.extra, cfg_scale=request.cfg_scale,
+        # Self-prompting: the concept's generation tokens come first, then the image; each
+        # picture is the candidate the mentioned concepts recognize best (their self-check).
+        result = ctx.draw_images(
+            ctx.forced_prompt(self.group), n=n, candidates=getattr(request, "candidates", None),
+            cfg_scale=request.cfg_scale,
             temperature=TEMPERATURE if request.temperature is None else request.temperature,
             seed=request.seed, on_progress=ctx.on_progress, decoding=getattr(request, "decoding", None),
-            prefix=ctx.prompt_pass,  # the router already ran the prompt: the prefill continues it
         )
         seeds = list(result.seeds) or [request.seed] * n
         for i, (image, path) in enumerate(zip(result.images, paths, strict=True)):
