@@ -389,6 +389,17 @@ def test_shipped_backbone_round_trips_scenes(shipped) -> None:
     assert far > err
 
 
+def test_shipped_backbone_recommends_its_training_scripts_settings(shipped) -> None:
+    """The shipped config.json carries what `train_backbone` writes (its settings were
+    added to the shipped file by hand when measured, so a drift would go unseen)."""
+    from yoc_assistant.personalize.selfcheck import default_candidates
+    from yoc_assistant.toyworld.train_backbone import DRAW_CANDIDATES, YOC_SETTINGS
+
+    config = json.loads((BACKBONE_DIR / "config.json").read_text())
+    assert {k: config.get(k) for k in YOC_SETTINGS} == YOC_SETTINGS
+    assert default_candidates(shipped) == DRAW_CANDIDATES > 1
+
+
 def test_shipped_backbone_knows_the_world_words(shipped) -> None:
     unk = shipped.tokenizer.convert_tokens_to_ids("<unk>")
     for word in language.vocabulary():

@@ -55,6 +55,9 @@ def yes_margins(bb: Any, prompts: Sequence[Sequence[int]], extra: Any) -> torch.
     from yoc_assistant.personalize.evaluate import _last_logits
 
     yes, no = data.answer_first_token(bb, True), data.answer_first_token(bb, False)
+    if yes == no:
+        raise UserInputError("this backbone's tokenizer gives 'Yes' and 'No' the same first token, "
+                             "so a concept cannot check its pictures: draw with candidates 1")
     logits = _last_logits(bb, prompts, extra)
     return logits[:, yes] - logits[:, no]
 
