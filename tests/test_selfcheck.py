@@ -97,6 +97,18 @@ def test_the_check_asks_as_yoc_ask_does(bb) -> None:  # noqa: ANN001
         assert not yes or margin > 0
 
 
+def test_a_concept_without_an_understanding_group_is_not_checked(bb) -> None:  # noqa: ANN001
+    """A concept trained with the image modality alone cannot be asked about a photo: its
+    pictures are drawn unchecked, not refused."""
+    from yoc_assistant.personalize.evaluate import generate_concept_images, generation_prompt
+
+    cs = ConceptSet(bb, [ConceptVectors.initialize(bb, "g", {"generation": 4}, seed=1), *two_concepts(bb).concepts])
+    assert selfcheck.checkable(cs, ["g", "a", "missing"]) == ["a"] and selfcheck.checkable(None, ["a"]) == []
+    images = generate_concept_images(bb, cs, "g", 2, seed=1, candidates=3)
+    plain = bb.generate_images(generation_prompt(bb, cs, "g"), n=2, extra=cs.extra, seed=1)
+    assert [im.tobytes() for im in images] == [im.tobytes() for im in plain.images]
+
+
 @pytest.mark.parametrize("bad", [0, -1, 65, 2.5, True, "4"])
 def test_bad_candidate_counts_are_refused(bb, bad) -> None:  # noqa: ANN001
     with pytest.raises(UserInputError, match="candidates"):

@@ -115,7 +115,7 @@ class RespondContext:
         from yoc_assistant.personalize import selfcheck
 
         k = selfcheck.default_candidates(self.backbone) if candidates is None else candidates
-        names = [n for n in self.concept_names if self.concepts is not None and n in self.concepts.names]
+        names = selfcheck.checkable(self.concepts, self.concept_names)
         check = selfcheck.concept_check(self.backbone, self.concepts, names) if names else None
         return selfcheck.draw_checked(self.backbone, prompt_ids, n=n, candidates=k, check=check,
                                       extra=self.extra, prefix=self.prompt_pass, **options)

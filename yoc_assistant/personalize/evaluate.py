@@ -149,8 +149,10 @@ def generate_concept_images(bb: Any, concepts: Any, name: str, n: int = 4, *, se
     from yoc_assistant.personalize import selfcheck
 
     k = selfcheck.default_candidates(bb) if candidates is None else candidates
-    out = selfcheck.draw_checked(bb, generation_prompt(bb, concepts, name), n=n, candidates=k,
-                                 check=selfcheck.concept_check(bb, concepts, [name]), extra=concepts.extra,
+    names = selfcheck.checkable(concepts, [name])
+    check = selfcheck.concept_check(bb, concepts, names) if names else None
+    out = selfcheck.draw_checked(bb, generation_prompt(bb, concepts, name), n=n, candidates=k, check=check,
+                                 extra=concepts.extra,
                                  cfg_scale=cfg_scale, seed=seed, on_progress=on_progress)
     return list(out.images)
 

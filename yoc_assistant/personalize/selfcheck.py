@@ -62,6 +62,16 @@ def yes_margins(bb: Any, prompts: Sequence[Sequence[int]], extra: Any) -> torch.
     return logits[:, yes] - logits[:, no]
 
 
+def checkable(concepts: Any, names: Sequence[str]) -> list[str]:
+    """The names among `names` whose concept is loaded and can be asked about a photo (it
+    has the understanding group: a concept trained without the text modality has none)."""
+    from yoc_assistant.personalize.evaluate import UNDERSTANDING
+
+    if concepts is None:
+        return []
+    return [n for n in names if n in concepts.names and UNDERSTANDING in concepts.get(n).groups]
+
+
 def concept_check(bb: Any, concepts: Any, names: Sequence[str]) -> CheckFn:
     """Scores candidates by "Is <name> in this photo?" as `yoc ask` asks it; with several
     names, the smallest margin (all of them should be in the picture)."""
