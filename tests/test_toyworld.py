@@ -547,3 +547,27 @@ def test_object_weight_falls_on_the_drawn_objects_image_tokens(shipped) -> None:
         assert heavy == want and all(weights[i] == 3.0 for i in heavy)
     batch = batcher.batch(rng, 2, ("generate",), object_weight=2.0)
     assert float(batch["weight"].max()) == 3.0 and float(batch["weight"][batch["target"]].min()) == 1.0
+
+
+def test_a_grown_models_new_layers_learn_at_the_full_rate(tmp_path) -> None:
+    import argparse
+
+    from yoc_assistant.backbone.core import Backbone
+    from yoc_assistant.backbone.tiny import write_tiny_checkpoint
+    from yoc_assistant.toyworld.train_backbone import param_groups, trainable
+
+    bb = Backbone.load(str(write_tiny_checkpoint(tmp_path / "g", num_layers=4, words=language.vocabulary())),
+                       precision="fp32", device="cpu")
+    params = trainable(bb)
+    args = argparse.Namespace(quick=False, layers=4, trained_lr_scale=0.2, source_layers=2)
+    new, trained = param_groups(params, args)
+    layers = {n: p for n, p in params}
+    assert new["scale"] == 1.0 and trained["scale"] == 0.2
+    assert {id(layers["model.layers.1.mlp.down_proj.weight"]), id(layers["model.layers.3.self_attn.q_proj.weight"])} \
+        <= {id(p) for p in new["params"]}
+    assert id(layers["model.layers.2.mlp.down_proj.weight"]) in {id(p) for p in trained["params"]}
+    assert id(layers["lm_head.weight"]) in {id(p) for p in trained["params"]}
+    assert len(new["params"]) + len(trained["params"]) == len(params)
+    same = argparse.Namespace(quick=False, layers=0, trained_lr_scale=0.2, source_layers=0)
+    (only,) = param_groups(params, same)  # not grown: one group, full rate
+    assert only["scale"] == 1.0 and len(only["params"]) == len(params)

@@ -470,6 +470,9 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Any, Path, list[world
     skeleton = work / "skeleton"
     shutil.rmtree(skeleton, ignore_errors=True)
     build_skeleton(skeleton, args.vq, model_shape(args), args.seed)
+    if args.init_from is not None:
+        source = json.loads((args.init_from / "config.json").read_text())
+        args.source_layers = int(source["num_hidden_layers"])
     if args.init_from is not None and not args.resume:
         init_from(skeleton, args.init_from)
         print(f"[backbone] text model from {args.init_from}", flush=True)
@@ -495,6 +498,21 @@ def model_shape(args: argparse.Namespace) -> dict[str, int]:
     if args.layers:
         shape["num_layers"] = args.layers
     return shape
+
+
+def param_groups(params: list[tuple[str, torch.nn.Parameter]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One optimizer group at the full learning rate, or, with --trained-lr-scale S on a
+    grown model, two: the layers it grew (every layer whose index is not a multiple of the
+    growth stride) at the full rate and everything the source had trained at S times it, so
+    new layers can learn fast without knocking the trained ones back."""
+    scale, source_layers = float(args.trained_lr_scale), int(args.source_layers)
+    stride = model_shape(args)["num_layers"] // source_layers if source_layers else 1
+    if scale == 1.0 or stride == 1:
+        return [{"params": [p for _, p in params], "scale": 1.0}]
+    prefix = "model.layers."
+    new = [p for n, p in params if n.startswith(prefix) and int(n[len(prefix):].split(".")[0]) % stride]
+    ids = {id(p) for p in new}
+    return [{"params": new, "scale": 1.0}, {"params": [p for _, p in params if id(p) not in ids], "scale": scale}]
 
 
 def _short(task: str) -> str:
@@ -525,7 +543,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     bb.model.train()
     n_params = sum(p.numel() for _, p in params)
     print(f"[backbone] {n_params / 1e6:.2f} M trainable parameters, vocab {bb.vocab_size}", flush=True)
-    opt = torch.optim.AdamW([p for _, p in params], lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(param_groups(params, args), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     state_file = work / "state.safetensors"
     start = load_state(state_file, params, opt) if args.resume and state_file.exists() else 0
     batcher = Batcher(bb, scenes, image_ids)
@@ -546,7 +564,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         if step >= total or (args.stop_at and step >= args.stop_at):
             break
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, args.lr, warmup=min(WARMUP, total // 10 + 1))
+            group["lr"] = group["scale"] * lr_at(step, total, args.lr, warmup=min(WARMUP, total // 10 + 1))
         batch = batcher.batch(rng, args.per_task, tasks, decision_weight=args.decision_weight,
                               object_weight=args.object_weight)
         ce, mask = bucketed_token_losses(bb, batch, bf16)
@@ -602,6 +620,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--decision-weight", type=float, default=0.0,
                     help="extra weight of the yes/no token of recognition answers: 1 = as much "
                          "as the rest of the answer together")
+    ap.add_argument("--trained-lr-scale", type=float, default=1.0,
+                    help="with --init-from and --layers (a grown model): the learning rate of the "
+                         "source's trained parameters is this times --lr, the new layers' the full "
+                         "--lr (repeat it, and --init-from, with --resume)")
     ap.add_argument("--object-weight", type=float, default=0.0,
                     help="extra weight of a drawn photo's tokens that show part of an object "
                          "(1 = twice a background token's): drawing is mostly the object, "
@@ -610,6 +632,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="start image-token rows from the VQ codebook (see init_image_rows)")
     ap.add_argument("--quick", action="store_true", help="tiny model, a few steps (CI)")
     args = ap.parse_args(argv)
+    args.source_layers = 0  # set from --init-from's config (prepare)
     args.vq = args.vq or work_dir() / "vq"
     args.work = args.work or work_dir() / "backbone"
     if args.quick:
