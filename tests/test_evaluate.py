@@ -161,6 +161,7 @@ def test_evaluate_concept_report(bb, concepts, clip_dir: Path) -> None:
                                 real=[_pil(1), _pil(2)], clip=clip, n_images=1, seed=0)
     assert 0.0 <= report["recognition"]["weighted"] <= 1.0
     assert -1.0 <= report["clip_i"] <= 1.0 and report["n_generated"] == 1
+    assert report["draw_candidates"] == 1 and not report["notes"]  # this checkpoint recommends no check
     assert "qa" in report["skipped"]
     no_clip = E.evaluate_concept(bb, concepts, "bo", positives=[_pil(1)], negatives=[], real=[_pil(1)],
                                  clip=None, clip_note="CLIP x is not in the local HF cache")

@@ -349,10 +349,17 @@ def evaluate_concept(bb: Any, concept_set: Any, name: str, *, positives: Sequenc
     elif GENERATION not in concept_set.get(name).groups:
         report["skipped"]["clip_i"] = "the concept has no generation group"
     else:
+        from yoc_assistant.personalize.selfcheck import checkable, default_candidates
+
         generated = generate_concept_images(bb, concept_set, name, n_images, seed=seed,
                                             on_progress=on_progress)
         report["clip_i"] = clip_i(clip, generated, list(real))
         report["n_generated"] = len(generated)
+        k = default_candidates(bb) if checkable(concept_set, [name]) else 1
+        report["draw_candidates"] = k
+        if k > 1:  # say how the pictures were made: the figures are what `yoc draw` gives
+            report["notes"].append(f"each picture is the best of {k} samples by the concept's own "
+                                   "check, as `yoc draw` draws it (docs/usage.md, Self-check)")
     _judge_scores(report, judge, judge_note, generated, list(real))
     reason = face_unavailable_reason()
     if reason is None and not generated:
