@@ -15,8 +15,10 @@ def test_harness_on_a_non_example_instance() -> None:
     full = report["summary"]["full"]
     assert full["recognition"]["n"] == 2 and full["recognition"]["sd"] >= 0
     for key in ("negative_same", "negative_near", "negative_far", "instance_similarity", "drawn_right",
-                "clip_i", "qa", "routing_text", "routing_image"):
+                "clip_i", "qa", "routing_text", "routing_image",
+                "instance_similarity_unchecked", "clip_i_unchecked"):  # drawn as yoc draw draws, and plain
         assert key in full, key
+    assert report["settings"]["candidates"] > 1  # the shipped backbone's self-check default
     assert "routing_text" not in report["summary"]["text-prompt"]  # no concept, no router choice
     table = ablation.table({v: {k: (d["mean"], d["sd"], d["n"]) for k, d in row.items()}
                             for v, row in report["summary"].items()})
