@@ -559,7 +559,7 @@ def test_a_grown_models_new_layers_learn_at_the_full_rate(tmp_path) -> None:
     bb = Backbone.load(str(write_tiny_checkpoint(tmp_path / "g", num_layers=4, words=language.vocabulary())),
                        precision="fp32", device="cpu")
     params = trainable(bb)
-    args = argparse.Namespace(quick=False, layers=4, trained_lr_scale=0.2, source_layers=2)
+    args = argparse.Namespace(quick=False, layers=4, trained_lr_scale=0.2, grown_stride=2)
     new, trained = param_groups(params, args)
     layers = {n: p for n, p in params}
     assert new["scale"] == 1.0 and trained["scale"] == 0.2
@@ -568,6 +568,6 @@ def test_a_grown_models_new_layers_learn_at_the_full_rate(tmp_path) -> None:
     assert id(layers["model.layers.2.mlp.down_proj.weight"]) in {id(p) for p in trained["params"]}
     assert id(layers["lm_head.weight"]) in {id(p) for p in trained["params"]}
     assert len(new["params"]) + len(trained["params"]) == len(params)
-    same = argparse.Namespace(quick=False, layers=0, trained_lr_scale=0.2, source_layers=0)
+    same = argparse.Namespace(quick=False, layers=0, trained_lr_scale=0.2, grown_stride=1)
     (only,) = param_groups(params, same)  # not grown: one group, full rate
     assert only["scale"] == 1.0 and len(only["params"]) == len(params)

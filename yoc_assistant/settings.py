@@ -71,6 +71,9 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 # the measurement that chose it is in docs/performance.md.
 IMAGE_DECODINGS = ("sjd", "sequential")
 IMAGE_DECODING = "sjd"
+# The most samples a picture may be drawn from for a concept's self-check
+# (`personalize/selfcheck.py`; `yoc draw --candidates`, config.json `yoc_draw_candidates`).
+MAX_DRAW_CANDIDATES = 64
 
 
 def backbone_source() -> str | None:

@@ -112,13 +112,10 @@ class RespondContext:
         pass: with concepts mentioned, each the best of `candidates` samples by the concepts'
         own "Is <name> in this photo?" (`personalize.selfcheck`; None: the backbone's
         recommended number); without, plain samples. `options`: `generate_images`' own."""
-        from yoc_assistant.personalize import selfcheck
+        from yoc_assistant.personalize.selfcheck import draw_for_concepts
 
-        k = selfcheck.default_candidates(self.backbone) if candidates is None else candidates
-        names = selfcheck.checkable(self.concepts, self.concept_names)
-        check = selfcheck.concept_check(self.backbone, self.concepts, names) if names else None
-        return selfcheck.draw_checked(self.backbone, prompt_ids, n=n, candidates=k, check=check,
-                                      extra=self.extra, prefix=self.prompt_pass, **options)
+        return draw_for_concepts(self.backbone, prompt_ids, self.concepts, self.concept_names, n=n,
+                                 candidates=candidates, prefix=self.prompt_pass, **options)
 
 
 @dataclass

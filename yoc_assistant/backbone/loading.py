@@ -102,8 +102,10 @@ def cfg_scale_of(folder: Path) -> float:
 def draw_candidates_of(folder: Path) -> int:
     """How many samples a checkpoint recommends drawing per picture for the concept's own
     check to choose from (config.json `yoc_draw_candidates`, `personalize.selfcheck`), else 1."""
+    from yoc_assistant.settings import MAX_DRAW_CANDIDATES
+
     value = _yoc_setting(folder, "yoc_draw_candidates")
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_DRAW_CANDIDATES:
         return value
     return 1
 

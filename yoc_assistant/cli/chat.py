@@ -11,7 +11,7 @@ import click
 from yoc_assistant.cli.output import SEED, FiniteFloat, print_json, progress, quiet_option, warn
 from yoc_assistant.cli.runtime import open_backbone, open_library, precision_option
 from yoc_assistant.safetext import printable
-from yoc_assistant.settings import IMAGE_DECODING, IMAGE_DECODINGS
+from yoc_assistant.settings import IMAGE_DECODING, IMAGE_DECODINGS, MAX_DRAW_CANDIDATES
 
 # `yoc draw` answers with the modality that declares this alias (the image plugin does).
 DRAW = "draw"
@@ -138,7 +138,7 @@ def ask(text: str, images: tuple[Path, ...], mode: str | None, explain: bool, se
                    "candidates seed+i*k .. seed+i*k+k-1, and the kept one's seed is in its PNG).")
 @click.option("--n", "n", type=click.IntRange(1, 64), default=1, show_default=True,
               help="How many pictures.")
-@click.option("--candidates", type=click.IntRange(1, 64), default=None,
+@click.option("--candidates", type=click.IntRange(1, MAX_DRAW_CANDIDATES), default=None,
               help="Samples drawn per picture; the mentioned concepts keep the one they recognize "
                    "best (default: the backbone's, 1 for Anole; no concept: 1).")
 @click.option("--cfg", "cfg", type=FiniteFloat(min=0, min_open=True), default=None,

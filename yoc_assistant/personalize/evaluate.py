@@ -146,14 +146,10 @@ def generate_concept_images(bb: Any, concepts: Any, name: str, n: int = 4, *, se
                             on_progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
     """Pictures as `yoc draw` draws them: each the best of `candidates` samples by the
     concept's own check (`selfcheck`; None: the backbone's recommended number)."""
-    from yoc_assistant.personalize import selfcheck
+    from yoc_assistant.personalize.selfcheck import draw_for_concepts
 
-    k = selfcheck.default_candidates(bb) if candidates is None else candidates
-    names = selfcheck.checkable(concepts, [name])
-    check = selfcheck.concept_check(bb, concepts, names) if names else None
-    out = selfcheck.draw_checked(bb, generation_prompt(bb, concepts, name), n=n, candidates=k, check=check,
-                                 extra=concepts.extra,
-                                 cfg_scale=cfg_scale, seed=seed, on_progress=on_progress)
+    out = draw_for_concepts(bb, generation_prompt(bb, concepts, name), concepts, [name], n=n,
+                            candidates=candidates, cfg_scale=cfg_scale, seed=seed, on_progress=on_progress)
     return list(out.images)
 
 
@@ -349,13 +345,13 @@ def evaluate_concept(bb: Any, concept_set: Any, name: str, *, positives: Sequenc
     elif GENERATION not in concept_set.get(name).groups:
         report["skipped"]["clip_i"] = "the concept has no generation group"
     else:
-        from yoc_assistant.personalize.selfcheck import checkable, default_candidates
+        from yoc_assistant.personalize.selfcheck import effective_candidates
 
         generated = generate_concept_images(bb, concept_set, name, n_images, seed=seed,
                                             on_progress=on_progress)
         report["clip_i"] = clip_i(clip, generated, list(real))
         report["n_generated"] = len(generated)
-        k = default_candidates(bb) if checkable(concept_set, [name]) else 1
+        k = effective_candidates(bb, concept_set, [name])
         report["draw_candidates"] = k
         if k > 1:  # say how the pictures were made: the figures are what `yoc draw` gives
             report["notes"].append(f"each picture is the best of {k} samples by the concept's own "

@@ -27,8 +27,7 @@ import torch
 from yoc_assistant.errors import UserInputError
 from yoc_assistant.personalize import data
 from yoc_assistant.personalize import phrasings as P
-
-MAX_CANDIDATES = 64
+from yoc_assistant.settings import MAX_DRAW_CANDIDATES
 
 # ids [k, L] of k candidate pictures -> their scores [k] (higher: more like the concept)
 CheckFn = Callable[[torch.Tensor], torch.Tensor]
@@ -44,8 +43,8 @@ def default_candidates(bb: Any) -> int:
 
 
 def check_candidates(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CANDIDATES:
-        raise UserInputError(f"candidates must be a whole number from 1 to {MAX_CANDIDATES}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DRAW_CANDIDATES:
+        raise UserInputError(f"candidates must be a whole number from 1 to {MAX_DRAW_CANDIDATES}, got {value!r}")
     return value
 
 
@@ -90,6 +89,26 @@ def concept_check(bb: Any, concepts: Any, names: Sequence[str]) -> CheckFn:
         return torch.stack(per_name).min(0).values
 
     return check
+
+
+def effective_candidates(bb: Any, concepts: Any, names: Sequence[str], candidates: int | None = None) -> int:
+    """The samples each picture of these concepts is drawn from: `candidates`, else the
+    checkpoint's; 1 when none of them can be checked (`checkable`)."""
+    if not checkable(concepts, names):
+        return 1
+    return check_candidates(default_candidates(bb) if candidates is None else candidates)
+
+
+def draw_for_concepts(bb: Any, prompt_ids: Sequence[int], concepts: Any, names: Sequence[str], *, n: int,
+                      candidates: int | None = None, **options: Any) -> Any:
+    """`draw_checked` as every entry point calls it: the mentioned concepts that can be
+    asked about a photo check the samples (`concept_check`), `candidates` None meaning the
+    checkpoint's number; with none of them, plain samples. `options`: `generate_images`'."""
+    names = checkable(concepts, names)
+    k = effective_candidates(bb, concepts, names, candidates)
+    check = concept_check(bb, concepts, names) if names else None
+    extra = None if concepts is None else concepts.extra
+    return draw_checked(bb, prompt_ids, n=n, candidates=k, check=check, extra=extra, **options)
 
 
 def draw_checked(bb: Any, prompt_ids: Sequence[int], *, n: int, candidates: int, check: CheckFn | None,

@@ -469,10 +469,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from yoc_assistant.backbone.core import Backbone
     from yoc_assistant.personalize.judge import ToyJudge
     from yoc_assistant.personalize.retrieval import ClipSpec, load_clip
-
-    set_threads()
     from yoc_assistant.personalize.selfcheck import check_candidates, default_candidates
 
+    set_threads()
     bb = Backbone.load(str(args.backbone), precision="fp32", device="cpu")
     args.candidates = check_candidates(default_candidates(bb) if args.candidates is None else args.candidates)
     clip = load_clip(ClipSpec(str(args.clip)))

@@ -146,9 +146,7 @@ def measure(bb: Any, judge: Any, cs: Any, a: world.Thing, b: world.Thing, n: int
         prompt = bb.prompt_ids(request_parts("Draw <a> and <b> on grass.", cs)) + list(cs.group_ids("a", "generation"))
         # as `yoc draw` draws it: each picture the best of the backbone's candidates by both
         # concepts' own check (the weaker of their two answers)
-        drawn = selfcheck.draw_checked(bb, prompt, n=images, candidates=selfcheck.default_candidates(bb),
-                                       check=selfcheck.concept_check(bb, cs, ["a", "b"]), extra=cs.extra,
-                                       seed=seed).images
+        drawn = selfcheck.draw_for_concepts(bb, prompt, cs, ["a", "b"], n=images, seed=seed).images
         right = 0
         for picture in drawn:
             seen = {tuple(sorted(x.items())) for x in judge.attributes(_halves(picture))}

@@ -143,13 +143,18 @@ def layer_stride(old_layers: int, new_layers: int, source: Path) -> int:
     return new_layers // old_layers
 
 
+_LAYERS = "model.layers."
+
+
+def _layer_index(key: str) -> int | None:
+    """'model.layers.3.mlp.down_proj.weight' -> 3; None for a tensor outside the layers."""
+    return int(key[len(_LAYERS):].split(".", 1)[0]) if key.startswith(_LAYERS) else None
+
+
 def _moved_layer(key: str, stride: int) -> str:
     """'model.layers.1.mlp...' -> 'model.layers.{stride}.mlp...'; other keys unchanged."""
-    prefix = "model.layers."
-    if not key.startswith(prefix):
-        return key
-    index, rest = key[len(prefix):].split(".", 1)
-    return f"{prefix}{int(index) * stride}.{rest}"
+    index = _layer_index(key)
+    return key if index is None else f"{_LAYERS}{index * stride}.{key.split('.', 3)[3]}"
 
 
 def export(bb: Any, skeleton: Path, dest: Path, meta: dict[str, Any]) -> None:
@@ -470,9 +475,10 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Any, Path, list[world
     skeleton = work / "skeleton"
     shutil.rmtree(skeleton, ignore_errors=True)
     build_skeleton(skeleton, args.vq, model_shape(args), args.seed)
-    if args.init_from is not None:
+    if args.init_from is not None:  # the growth stride (1: same depth), which param_groups reads
         source = json.loads((args.init_from / "config.json").read_text())
-        args.source_layers = int(source["num_hidden_layers"])
+        args.grown_stride = layer_stride(int(source["num_hidden_layers"]), model_shape(args)["num_layers"],
+                                         args.init_from)
     if args.init_from is not None and not args.resume:
         init_from(skeleton, args.init_from)
         print(f"[backbone] text model from {args.init_from}", flush=True)
@@ -505,12 +511,10 @@ def param_groups(params: list[tuple[str, torch.nn.Parameter]], args: argparse.Na
     grown model, two: the layers it grew (every layer whose index is not a multiple of the
     growth stride) at the full rate and everything the source had trained at S times it, so
     new layers can learn fast without knocking the trained ones back."""
-    scale, source_layers = float(args.trained_lr_scale), int(args.source_layers)
-    stride = model_shape(args)["num_layers"] // source_layers if source_layers else 1
+    scale, stride = float(args.trained_lr_scale), int(args.grown_stride)
     if scale == 1.0 or stride == 1:
         return [{"params": [p for _, p in params], "scale": 1.0}]
-    prefix = "model.layers."
-    new = [p for n, p in params if n.startswith(prefix) and int(n[len(prefix):].split(".")[0]) % stride]
+    new = [p for n, p in params if (_layer_index(n) or 0) % stride]
     ids = {id(p) for p in new}
     return [{"params": new, "scale": 1.0}, {"params": [p for _, p in params if id(p) not in ids], "scale": scale}]
 
@@ -632,7 +636,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="start image-token rows from the VQ codebook (see init_image_rows)")
     ap.add_argument("--quick", action="store_true", help="tiny model, a few steps (CI)")
     args = ap.parse_args(argv)
-    args.source_layers = 0  # set from --init-from's config (prepare)
+    args.grown_stride = 1  # set from --init-from's config (prepare)
     args.vq = args.vq or work_dir() / "vq"
     args.work = args.work or work_dir() / "backbone"
     if args.quick:
