@@ -124,3 +124,79 @@ def test_left_padded_batch_with_mask_and_positions_equals_single_rows(bb: Backbo
         for i, r in enumerate(rows):
             alone, _ = bb.forward(torch.tensor([r]))
             torch.testing.assert_close(batch[i, width - len(r):], alone[0], rtol=1e-4, atol=1e-4)
+
+
+def test_common_prefix_counts_what_every_row_shares() -> None:
+    from yoc_assistant.backbone.network import common_prefix
+
+    ids = torch.tensor([[5, 6, 7, 8, 9, 0], [5, 6, 7, 8, 1, 2], [5, 6, 7, 8, 9, 3]])
+    assert common_prefix(ids) == 4
+    assert common_prefix(ids[:1]) == 0  # one row: nothing to share
+    # Rows no longer than the shared part keep one position of their own.
+    same = torch.tensor([[5, 6, 7, 8, 0, 0], [5, 6, 7, 8, 9, 0]])
+    assert common_prefix(same, torch.tensor([4, 5])) == 3
+    # Too little to save: one position of 4 rows of 10 (3 saved, under a tenth of 40).
+    few = torch.tensor([[5, k, 2, 3, 4, 5, 6, 7, 8, 9] for k in range(4)])
+    assert common_prefix(few) == 0
+    assert common_prefix(few[:, :5]) == 1  # 3 of 20 saved: worth it
+
+
+def _shared_rows(bb: Backbone, extra: ExtraTokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three right-padded rows that start with the same 7 ids (concept rows among them)."""
+    v, pad = bb.vocab_size, int(getattr(bb.special, "pad", 0))
+    head = [int(bb.special.bos), v, v + 1, v + 2, 11, 12, 13]
+    rows = [head + [20, 21, 22, 23], head + [30, 31], head + [40, 41, 42]]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    return ids, torch.tensor([len(r) for r in rows])
+
+
+def test_a_shared_prefix_runs_once_and_gives_the_full_rows_values_and_gradients(bb: Backbone) -> None:
+    from yoc_assistant.backbone.network import common_prefix
+
+    extra = make_extra(bb, grad=True)
+    ids, lengths = _shared_rows(bb, extra)
+    mask = (torch.arange(ids.shape[1]) < lengths[:, None]).long()
+    prefix = common_prefix(ids, lengths)
+    assert prefix == 7
+
+    def run(shared: int) -> tuple[torch.Tensor, torch.Tensor]:
+        extra.input_rows.grad = None
+        hidden = bb.hidden_states(bb.embed(ids, extra), attention_mask=mask, shared_prefix=shared)
+        (hidden * mask[..., None]).pow(2).sum().backward()  # pads carry no loss, as in training
+        return hidden.detach()[mask.bool()], extra.input_rows.grad.clone()
+
+    plain, plain_grad = run(0)
+    calls: list[int] = []
+    hook = bb.model.model.layers[0].register_forward_hook(lambda m, a, o: calls.append(a[0].shape[:2]))
+    try:
+        shared, shared_grad = run(prefix)
+    finally:
+        hook.remove()
+    assert [tuple(c) for c in calls] == [(1, 7), (3, ids.shape[1] - 7)]  # the prefix ran once
+    torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-5)
+    # float rounding only: the sum over rows happens in another order
+    assert float((shared_grad - plain_grad).norm() / plain_grad.norm()) < 1e-4
+    assert plain_grad.abs().sum() > 0
+
+
+def test_a_shared_prefix_falls_back_to_the_full_rows_under_checkpointing(bb: Backbone) -> None:
+    from yoc_assistant.personalize.trainer import set_checkpointing
+
+    extra = make_extra(bb)
+    ids, _ = _shared_rows(bb, extra)
+    with torch.no_grad():
+        plain = bb.hidden_states(bb.embed(ids, extra))
+    set_checkpointing(bb.model.model, True)
+    bb.model.train()
+    calls: list[int] = []
+    hook = bb.model.model.layers[0].register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
+    try:
+        with torch.no_grad():
+            shared = bb.hidden_states(bb.embed(ids, extra), shared_prefix=7)
+    finally:
+        hook.remove()
+        set_checkpointing(bb.model.model, False)
+        bb.model.eval()
+    assert calls == [3]  # one pass over the full rows: checkpointed layers drop a cache
+    torch.testing.assert_close(shared, plain)

@@ -223,12 +223,16 @@ class Backbone:
 
         return logits(self, hidden, extra)
 
-    def hidden_states(self, embeds: torch.Tensor, *, attention_mask: torch.Tensor | None = None
-                      ) -> torch.Tensor:
+    def hidden_states(self, embeds: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
+                      shared_prefix: int = 0) -> torch.Tensor:
         """The base transformer's last hidden states [B, T, H] for input embeddings (from
-        `embed`): what training and scoring put through `logits` at chosen positions."""
-        from yoc_assistant.backbone.network import base_forward
+        `embed`): what training and scoring put through `logits` at chosen positions.
+        `shared_prefix`: the rows' first positions are the same and right padding is all
+        the mask holds, so that part runs once (`network.shared_prefix_hidden`)."""
+        from yoc_assistant.backbone.network import base_forward, shared_prefix_hidden
 
+        if shared_prefix:
+            return shared_prefix_hidden(self, embeds, shared_prefix)
         hidden, _ = base_forward(self, embeds, attention_mask=attention_mask)
         return hidden
 

@@ -95,3 +95,49 @@ def forward(bb: Backbone, ids: torch.Tensor | None = None, *, embeds: torch.Tens
     hidden, cache = base_forward(bb, embeds, attention_mask=attention_mask, position_ids=position_ids,
                                  cache=cache, use_cache=use_cache)
     return logits(bb, hidden, extra), cache
+
+
+# A shared prefix is run once only when that saves at least this share of a batch's
+# positions: the rest then attends through an explicit mask, which a short saving may
+# not pay for (measured on CPU only; docs/performance.md).
+MIN_SHARED_FRACTION = 0.1
+
+
+def common_prefix(ids: torch.Tensor, lengths: torch.Tensor | None = None) -> int:
+    """How many leading positions every row of `ids` [B, T] shares (within every row's
+    length, and at most T - 1, so each row keeps at least one position of its own), or
+    0 when running them once would save under `MIN_SHARED_FRACTION` of the positions."""
+    batch, width = ids.shape
+    if batch < 2:
+        return 0
+    same = (ids == ids[:1]).all(dim=0)
+    limit = int(width if lengths is None else lengths.min()) - 1
+    differs = (~same[:limit]).nonzero()
+    prefix = int(differs[0]) if differs.numel() else max(limit, 0)
+    return prefix if prefix * (batch - 1) >= MIN_SHARED_FRACTION * batch * width else 0
+
+
+def _checkpointing(bb: Backbone) -> bool:
+    # HF's checkpointed layers drop the cache in training mode, so a shared prefix
+    # cannot be continued from there.
+    base = bb.model.model
+    return base.training and any(getattr(layer, "gradient_checkpointing", False) for layer in base.layers)
+
+
+def shared_prefix_hidden(bb: Backbone, embeds: torch.Tensor, prefix: int) -> torch.Tensor:
+    """`base_forward`'s hidden states [B, T, H] for right-padded rows whose first
+    `prefix` positions are the same: the prefix runs once (batch 1) and every row's rest
+    continues from its cache. Equal to the full rows' forward up to float rounding;
+    gradients reach the prefix's embeddings through the shared cache (summed over rows).
+
+    Why: a concept's training examples all start with its prompt (`<x> is <rows> ...`,
+    with the reference photo on the toy backbone), ~30 % of a batch's positions. Without
+    a usable prefix (under 2 positions, one row, checkpointed layers) it is the plain
+    forward."""
+    batch = embeds.shape[0]
+    if prefix < 2 or batch < 2 or prefix >= embeds.shape[1] or _checkpointing(bb):
+        return base_forward(bb, embeds)[0]
+    head, cache = base_forward(bb, embeds[:1, :prefix], use_cache=True)
+    cache.batch_repeat_interleave(batch)
+    tail, _ = base_forward(bb, embeds[:, prefix:], cache=cache)
+    return torch.cat([head.expand(batch, -1, -1), tail], dim=1)

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from yoc_assistant.backbone.loading import PRECISIONS
+from yoc_assistant.backbone.network import common_prefix
 from yoc_assistant.errors import UserInputError
 from yoc_assistant.personalize.batches import (
     ExampleLike,
@@ -256,7 +257,9 @@ def batch_loss(bb: Backbone, concepts: ConceptSet, batch: Sequence[ExampleLike],
     autocast = bb.device.type == "cuda" and bb.dtype == torch.bfloat16
     with torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
         embeds = bb.embed(data["ids"], extra)
-        hidden = bb.hidden_states(embeds, attention_mask=data["mask"])
+        # Every example starts with the concept's prompt: run that part once per batch.
+        prefix = common_prefix(data["ids"], data["mask"].sum(dim=1))
+        hidden = bb.hidden_states(embeds, attention_mask=data["mask"], shared_prefix=prefix)
         return per_task_loss(hidden, data["labels"], data["task"], len(tasks),
                              lambda h: bb.logits(h, extra), data["weight"])
 
