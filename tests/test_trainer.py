@@ -321,6 +321,12 @@ def test_bench_train_on_cpu(bb: Backbone, monkeypatch: pytest.MonkeyPatch) -> No
     # a step's parts, timed with the trainer's own functions on the same batches
     assert set(out["phases_ms"]) == {"forward_and_loss", "backward", "optimizer"}
     assert all(v > 0 for v in out["phases_ms"].values())
+    # batches whose rows share their first half, timed with the shared part run once and whole
+    shared = out["shared_prefix"]
+    assert (shared["shared_positions"], shared["of"]) == (24, 48)
+    assert set(shared["ms_per_batch"]) == {"shared_prefix", "whole_rows"} and all(
+        v > 0 for v in shared["ms_per_batch"].values())
+    assert "forward + backward, rows sharing 24 of 48 positions" in dict(train_rows(out))
     if usable_cores() >= 2:  # two threads beside a busy job are not timed (they would take minutes)
         assert out["threads"].startswith("not timed")
         assert dict(train_rows(out))["training step, by CPU threads"] == out["threads"]

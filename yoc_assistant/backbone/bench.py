@@ -377,6 +377,12 @@ def train_rows(train: Any) -> list[tuple[str, str]]:
         if phases:
             rows.append(("training step, by part", ", ".join(f"{k.replace('_', ' ')} {v:.1f} ms"
                                                               for k, v in phases.items())))
+        shared = train.get("shared_prefix")
+        if shared:
+            ms = shared["ms_per_batch"]
+            rows.append((f"forward + backward, rows sharing {shared['shared_positions']} of {shared['of']} positions",
+                         f"shared part once {ms['shared_prefix']:.1f} ms, whole rows {ms['whole_rows']:.1f} ms "
+                         f"(x{shared['ratio']:.2f})"))
         threads = train.get("threads") or {}
         if isinstance(threads, str):
             rows.append(("training step, by CPU threads", threads))

@@ -129,6 +129,8 @@ def bench_train(bb: Backbone, *, batch_size: int = 4, seq_len: int = 1100, steps
         "pct_of_bf16_peak": round(100 * flops / (ms / 1000) / peak, 1) if peak else None,
     }
     result["phases_ms"] = train_phases(bb, vectors, examples, batch_size=batch_size, steps=steps, warmup=warmup)
+    result["shared_prefix"] = compare_shared_prefix(bb, vectors, batch_size=batch_size, seq_len=seq_len,
+                                                    steps=steps, warmup=warmup, seed=seed)
     if not cuda and usable_cores() >= 2:
         # Two threads beside another busy job take many times longer (threadpick.py): not timed then.
         result["threads"] = (compare_threads(bb, vectors, examples, batch_size=batch_size,
@@ -215,6 +217,41 @@ def _step_parts(bb: Backbone, vectors: ConceptVectors, examples: Sequence[_Examp
             _sync(bb.device)
             parts.append({"forward_and_loss": b - a, "backward": c - b, "optimizer": time.perf_counter() - c})
     return parts, first
+
+
+def compare_shared_prefix(bb: Backbone, vectors: ConceptVectors, *, batch_size: int, seq_len: int,
+                          steps: int, warmup: int, seed: int = 0) -> dict[str, Any]:
+    """Forward + backward of batches whose rows share their first half (a concept's
+    prompt with its reference photo is ~60 % of a toy example), with the shared part run
+    once (`network.common_prefix`) and with every row run whole: median ms per batch."""
+    from yoc_assistant.personalize.batches import check_examples
+    from yoc_assistant.personalize.concept import ConceptSet
+    from yoc_assistant.personalize.trainer import batch_loss, frozen_backbone
+
+    prefix = seq_len // 2
+    rows = synthetic_examples(bb, batch_size * (warmup + steps), seq_len, vectors.n_rows, seed)
+    head = rows[0].ids[:prefix]
+    examples = [_Example(head + e.ids[prefix:], e.task) for e in rows]
+    tasks = check_examples(examples, bb, vectors.n_rows)
+    row_in = vectors.input_rows.detach().to(bb.device, torch.float32).clone().requires_grad_(True)
+    concepts = ConceptSet(bb, [ConceptVectors(vectors.name, vectors.groups, row_in,
+                                              vectors.output_rows.detach().to(bb.device, torch.float32), {})])
+    ms: dict[str, float] = {}
+    with frozen_backbone(bb, False):
+        for label, share in (("whole_rows", False), ("shared_prefix", True)):
+            times = []
+            for k in range(warmup + steps):
+                batch = examples[k * batch_size:(k + 1) * batch_size]
+                _sync(bb.device)
+                start = time.perf_counter()
+                loss, _, _ = batch_loss(bb, concepts, batch, tasks, share_prefix=share)
+                loss.backward()
+                row_in.grad = None
+                _sync(bb.device)
+                times.append(time.perf_counter() - start)
+            ms[label] = round(statistics.median(times[warmup:] or times) * 1000, 2)
+    return {"shared_positions": prefix, "of": seq_len, "ms_per_batch": ms,
+            "ratio": round(ms["shared_prefix"] / ms["whole_rows"], 3)}
 
 
 def train_phases(bb: Backbone, vectors: ConceptVectors, examples: Sequence[_Example], *, batch_size: int,

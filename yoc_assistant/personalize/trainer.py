@@ -250,15 +250,16 @@ def frozen_backbone(bb: Backbone, gradient_checkpointing: bool) -> Iterator[None
 
 
 def batch_loss(bb: Backbone, concepts: ConceptSet, batch: Sequence[ExampleLike], tasks: Sequence[str],
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, per-task means, per-task counts) of one micro-batch (`per_task_loss`)."""
+               *, share_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, per-task means, per-task counts) of one micro-batch (`per_task_loss`).
+    `share_prefix=False` runs every row whole (`yoc bench --train` compares the two)."""
     data = collate(batch, int(getattr(bb.special, "pad", 0)), tasks, bb.device)
     extra = concepts.extra
     autocast = bb.device.type == "cuda" and bb.dtype == torch.bfloat16
     with torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
         embeds = bb.embed(data["ids"], extra)
         # Every example starts with the concept's prompt: run that part once per batch.
-        prefix = common_prefix(data["ids"], data["mask"].sum(dim=1))
+        prefix = common_prefix(data["ids"], data["mask"].sum(dim=1)) if share_prefix else 0
         hidden = bb.hidden_states(embeds, attention_mask=data["mask"], shared_prefix=prefix)
         return per_task_loss(hidden, data["labels"], data["task"], len(tasks),
                              lambda h: bb.logits(h, extra), data["weight"])
