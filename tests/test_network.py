@@ -200,3 +200,21 @@ def test_a_shared_prefix_falls_back_to_the_full_rows_under_checkpointing(bb: Bac
         bb.model.eval()
     assert calls == [3]  # one pass over the full rows: checkpointed layers drop a cache
     torch.testing.assert_close(shared, plain)
+
+
+@pytest.mark.gpu
+def test_a_shared_prefix_gives_the_full_rows_values_on_cuda() -> None:
+    from conftest import TINY_ANOLE_A
+
+    for precision in ("fp32", "bf16"):
+        gpu = Backbone.load(str(TINY_ANOLE_A / "checkpoint"), precision=precision, device="cuda")
+        cpu_rows = make_extra(gpu)
+        extra = ExtraTokens(cpu_rows.input_rows.to("cuda", gpu.dtype), cpu_rows.output_rows.to("cuda", gpu.dtype))
+        ids, lengths = _shared_rows(gpu, extra)
+        ids = ids.to("cuda")
+        mask = (torch.arange(ids.shape[1], device="cuda") < lengths.to("cuda")[:, None])
+        with torch.no_grad():
+            plain = gpu.hidden_states(gpu.embed(ids, extra)).float()[mask]
+            shared = gpu.hidden_states(gpu.embed(ids, extra), shared_prefix=7).float()[mask]
+        tol = 1e-4 if precision == "fp32" else 3e-2
+        torch.testing.assert_close(shared, plain, rtol=tol, atol=tol)
