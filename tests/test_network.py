@@ -141,6 +141,15 @@ def test_common_prefix_counts_what_every_row_shares() -> None:
     assert common_prefix(few[:, :5]) == 1  # 3 of 20 saved: worth it
 
 
+def test_only_right_padding_counts_as_rows_that_may_share_a_start() -> None:
+    from yoc_assistant.backbone.network import right_padded
+
+    assert right_padded(None)
+    assert right_padded(torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]))
+    assert not right_padded(torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]))  # left padding
+    assert not right_padded(torch.tensor([[1, 0, 1, 1], [1, 1, 1, 1]]))
+
+
 def _shared_rows(bb: Backbone, extra: ExtraTokens) -> tuple[torch.Tensor, torch.Tensor]:
     """Three right-padded rows that start with the same 7 ids (concept rows among them)."""
     v, pad = bb.vocab_size, int(getattr(bb.special, "pad", 0))
@@ -160,17 +169,18 @@ def test_a_shared_prefix_runs_once_and_gives_the_full_rows_values_and_gradients(
     prefix = common_prefix(ids, lengths)
     assert prefix == 7
 
-    def run(shared: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
         extra.input_rows.grad = None
-        hidden = bb.hidden_states(bb.embed(ids, extra), attention_mask=mask, shared_prefix=shared)
+        hidden = bb.hidden_states(bb.embed(ids, extra), attention_mask=mask,
+                                  share_prefix_of=ids if shared else None)
         (hidden * mask[..., None]).pow(2).sum().backward()  # pads carry no loss, as in training
         return hidden.detach()[mask.bool()], extra.input_rows.grad.clone()
 
-    plain, plain_grad = run(0)
+    plain, plain_grad = run(False)
     calls: list[int] = []
     hook = bb.model.model.layers[0].register_forward_hook(lambda m, a, o: calls.append(a[0].shape[:2]))
     try:
-        shared, shared_grad = run(prefix)
+        shared, shared_grad = run(True)
     finally:
         hook.remove()
     assert [tuple(c) for c in calls] == [(1, 7), (3, ids.shape[1] - 7)]  # the prefix ran once
@@ -193,7 +203,7 @@ def test_a_shared_prefix_falls_back_to_the_full_rows_under_checkpointing(bb: Bac
     hook = bb.model.model.layers[0].register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
     try:
         with torch.no_grad():
-            shared = bb.hidden_states(bb.embed(ids, extra), shared_prefix=7)
+            shared = bb.hidden_states(bb.embed(ids, extra), share_prefix_of=ids)
     finally:
         hook.remove()
         set_checkpointing(bb.model.model, False)
@@ -215,6 +225,6 @@ def test_a_shared_prefix_gives_the_full_rows_values_on_cuda() -> None:
         mask = (torch.arange(ids.shape[1], device="cuda") < lengths.to("cuda")[:, None])
         with torch.no_grad():
             plain = gpu.hidden_states(gpu.embed(ids, extra)).float()[mask]
-            shared = gpu.hidden_states(gpu.embed(ids, extra), shared_prefix=7).float()[mask]
+            shared = gpu.hidden_states(gpu.embed(ids, extra), share_prefix_of=ids).float()[mask]
         tol = 1e-4 if precision == "fp32" else 3e-2
         torch.testing.assert_close(shared, plain, rtol=tol, atol=tol)

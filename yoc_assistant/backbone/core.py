@@ -224,15 +224,24 @@ class Backbone:
         return logits(self, hidden, extra)
 
     def hidden_states(self, embeds: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
-                      shared_prefix: int = 0) -> torch.Tensor:
+                      share_prefix_of: torch.Tensor | None = None) -> torch.Tensor:
         """The base transformer's last hidden states [B, T, H] for input embeddings (from
         `embed`): what training and scoring put through `logits` at chosen positions.
-        `shared_prefix`: the rows' first positions are the same and right padding is all
-        the mask holds, so that part runs once (`network.shared_prefix_hidden`)."""
-        from yoc_assistant.backbone.network import base_forward, shared_prefix_hidden
+        `share_prefix_of`: the rows' ids; when the rows are right-padded (the mask holds
+        nothing else) the positions they all start with run once
+        (`network.common_prefix`, `network.shared_prefix_hidden`)."""
+        from yoc_assistant.backbone.network import (
+            base_forward,
+            common_prefix,
+            right_padded,
+            shared_prefix_hidden,
+        )
 
-        if shared_prefix:
-            return shared_prefix_hidden(self, embeds, shared_prefix)
+        if share_prefix_of is not None and right_padded(attention_mask):
+            lengths = None if attention_mask is None else attention_mask.sum(dim=1)
+            prefix = common_prefix(share_prefix_of, lengths)
+            if prefix:
+                return shared_prefix_hidden(self, embeds, prefix)
         hidden, _ = base_forward(self, embeds, attention_mask=attention_mask)
         return hidden
 

@@ -117,6 +117,15 @@ def common_prefix(ids: torch.Tensor, lengths: torch.Tensor | None = None) -> int
     return prefix if prefix * (batch - 1) >= MIN_SHARED_FRACTION * batch * width else 0
 
 
+def right_padded(mask: torch.Tensor | None) -> bool:
+    """True when `mask` [B, T] (or None: no padding) marks each row's first positions
+    only: the layout `common_prefix`'s lengths assume."""
+    if mask is None:
+        return True
+    lengths = mask.sum(dim=1, keepdim=True)
+    return bool(torch.equal(mask.bool(), torch.arange(mask.shape[1], device=mask.device) < lengths))
+
+
 def _checkpointing(bb: Backbone) -> bool:
     # HF's checkpointed layers drop the cache in training mode, so a shared prefix
     # cannot be continued from there.

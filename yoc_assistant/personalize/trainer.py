@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from yoc_assistant.backbone.loading import PRECISIONS
-from yoc_assistant.backbone.network import common_prefix
 from yoc_assistant.errors import UserInputError
 from yoc_assistant.personalize.batches import (
     ExampleLike,
@@ -259,8 +258,8 @@ def batch_loss(bb: Backbone, concepts: ConceptSet, batch: Sequence[ExampleLike],
     with torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
         embeds = bb.embed(data["ids"], extra)
         # Every example starts with the concept's prompt: run that part once per batch.
-        prefix = common_prefix(data["ids"], data["mask"].sum(dim=1)) if share_prefix else 0
-        hidden = bb.hidden_states(embeds, attention_mask=data["mask"], shared_prefix=prefix)
+        hidden = bb.hidden_states(embeds, attention_mask=data["mask"],
+                                  share_prefix_of=data["ids"] if share_prefix else None)
         return per_task_loss(hidden, data["labels"], data["task"], len(tasks),
                              lambda h: bb.logits(h, extra), data["weight"])
 
