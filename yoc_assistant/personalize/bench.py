@@ -222,8 +222,9 @@ def _step_parts(bb: Backbone, vectors: ConceptVectors, examples: Sequence[_Examp
 def compare_shared_prefix(bb: Backbone, vectors: ConceptVectors, *, batch_size: int, seq_len: int,
                           steps: int, warmup: int, seed: int = 0) -> dict[str, Any]:
     """Forward + backward of batches whose rows share their first half (a concept's
-    prompt with its reference photo is ~60 % of a toy example), with the shared part run
-    once (`network.common_prefix`) and with every row run whole: median ms per batch."""
+    prompt with its reference photo is ~40 % of a toy example's positions), with the
+    shared part run once (`Backbone.hidden_states(share_prefix_of=)`) and with every row
+    run whole: median ms per batch."""
     from yoc_assistant.personalize.batches import check_examples
     from yoc_assistant.personalize.concept import ConceptSet
     from yoc_assistant.personalize.trainer import batch_loss, frozen_backbone
