@@ -183,19 +183,26 @@ def plain_train_ms(bb: Backbone, vectors: ConceptVectors, examples: Sequence[_Ex
     return statistics.median(times[warmup:]) * 1000 if times[warmup:] else float("nan")
 
 
+def _trainable_copy(bb: Backbone, vectors: ConceptVectors) -> tuple[list[torch.Tensor], Any]:
+    """The rows (input, output) as fresh fp32 leaves on the backbone's device, and a
+    ConceptSet over them: what a bench trains without touching `vectors`."""
+    from yoc_assistant.personalize.concept import ConceptSet
+
+    rows = [r.detach().to(bb.device, torch.float32).clone().requires_grad_(True)
+            for r in (vectors.input_rows, vectors.output_rows)]
+    return rows, ConceptSet(bb, [ConceptVectors(vectors.name, vectors.groups, rows[0], rows[1], {})])
+
+
 def _step_parts(bb: Backbone, vectors: ConceptVectors, examples: Sequence[_Example], batch_size: int,
                 n: int) -> tuple[list[dict[str, float]], list[torch.Tensor]]:
     """`n` optimizer steps with the trainer's own functions (`batch_loss`: batching,
     embedding, base model, head, task-balanced loss; backward; AdamW), each part timed
     by wall clock; and the rows' gradients of the first step."""
     from yoc_assistant.personalize.batches import check_examples
-    from yoc_assistant.personalize.concept import ConceptSet
     from yoc_assistant.personalize.trainer import batch_loss, frozen_backbone
 
     tasks = check_examples(examples, bb, vectors.n_rows)
-    rows = [r.detach().to(bb.device, torch.float32).clone().requires_grad_(True)
-            for r in (vectors.input_rows, vectors.output_rows)]
-    concepts = ConceptSet(bb, [ConceptVectors(vectors.name, vectors.groups, rows[0], rows[1], {})])
+    rows, concepts = _trainable_copy(bb, vectors)
     optimizer = torch.optim.AdamW(rows, lr=1e-4)
     parts: list[dict[str, float]] = []
     first: list[torch.Tensor] = []
@@ -226,7 +233,6 @@ def compare_shared_prefix(bb: Backbone, vectors: ConceptVectors, *, batch_size: 
     shared part run once (`Backbone.hidden_states(share_prefix_of=)`) and with every row
     run whole: median ms per batch."""
     from yoc_assistant.personalize.batches import check_examples
-    from yoc_assistant.personalize.concept import ConceptSet
     from yoc_assistant.personalize.trainer import batch_loss, frozen_backbone
 
     prefix = seq_len // 2
@@ -234,9 +240,7 @@ def compare_shared_prefix(bb: Backbone, vectors: ConceptVectors, *, batch_size: 
     head = rows[0].ids[:prefix]
     examples = [_Example(head + e.ids[prefix:], e.task) for e in rows]
     tasks = check_examples(examples, bb, vectors.n_rows)
-    row_in = vectors.input_rows.detach().to(bb.device, torch.float32).clone().requires_grad_(True)
-    concepts = ConceptSet(bb, [ConceptVectors(vectors.name, vectors.groups, row_in,
-                                              vectors.output_rows.detach().to(bb.device, torch.float32), {})])
+    rows, concepts = _trainable_copy(bb, vectors)
     ms: dict[str, float] = {}
     with frozen_backbone(bb, False):
         for label, share in (("whole_rows", False), ("shared_prefix", True)):
@@ -247,7 +251,8 @@ def compare_shared_prefix(bb: Backbone, vectors: ConceptVectors, *, batch_size: 
                 start = time.perf_counter()
                 loss, _, _ = batch_loss(bb, concepts, batch, tasks, share_prefix=share)
                 loss.backward()
-                row_in.grad = None
+                for r in rows:
+                    r.grad = None
                 _sync(bb.device)
                 times.append(time.perf_counter() - start)
             ms[label] = round(statistics.median(times[warmup:] or times) * 1000, 2)
