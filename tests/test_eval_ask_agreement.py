@@ -49,22 +49,26 @@ def _briefly_trained(toy, photos, negatives, photo_words):
     return train_concept(toy, vec, recognition_examples(ctx), config).vectors
 
 
-def test_eval_and_ask_say_the_same_on_the_same_photos(toy, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def trained(toy) -> ConceptVectors:
+    """A concept trained a little (recognition only), so that it answers both yes and no
+    (an all-"no" concept would agree trivially)."""
     from yoc_assistant.personalize.describe import photo_words
 
     pos, neg = _photos()
+    return _briefly_trained(toy, pos[:5], neg, photo_words)
+
+
+def _ask_and_eval(bb, vec: ConceptVectors, tmp_path: Path) -> tuple[list[bool], dict]:
+    """(per photo: `yoc ask`'s yes, the same for both seeds; `yoc eval`'s recognition report)."""
+    pos, neg = _photos()
+    question = "Is {name} in this photo?"
     with Library.open() as lib:
-        vec = make_ready_concept(lib, toy, "sunny", seed=3)
-        # A concept trained a little (recognition only), so that it answers both yes and no
-        # (an all-"no" concept would agree trivially).
-        vec = _briefly_trained(toy, pos[:5], neg, photo_words)
-        vec.save(lib.concept_dir("sunny") / "vectors.safetensors", toy)
-        concepts = ConceptSet(toy, [vec])
-        question = "Is {name} in this photo?"
-        prompts = [E.forced_recognition_prompt(toy, concepts, "sunny", row.tolist(), question)
-                   for row in toy.encode_images(pos + neg)]
-        evaluated = E.said_yes(toy, concepts, "sunny", prompts)
-        assistant = Assistant(toy, lib, PluginManager(), log_path=tmp_path / "r.jsonl",
+        make_ready_concept(lib, bb, "sunny", seed=3)
+        vec.save(lib.concept_dir("sunny") / "vectors.safetensors", bb)
+        concepts = ConceptSet(bb, [vec])
+        report = E.recognition_accuracy(bb, concepts, "sunny", pos, neg, question=question)
+        assistant = Assistant(bb, lib, PluginManager(), log_path=tmp_path / "r.jsonl",
                               out_dir=tmp_path / "pics")
         asked = []
         for k, image in enumerate(pos + neg):
@@ -74,9 +78,54 @@ def test_eval_and_ask_say_the_same_on_the_same_photos(toy, tmp_path: Path) -> No
                 asked.append((k, text.strip().lower().startswith("yes")))
     by_photo = {k: [y for j, y in asked if j == k] for k in range(len(pos + neg))}
     assert all(len(set(v)) == 1 for v in by_photo.values()), asked
-    assert [v[0] for v in by_photo.values()] == evaluated
+    return [v[0] for v in by_photo.values()], report
+
+
+def test_eval_and_ask_say_the_same_on_the_same_photos(toy, trained, tmp_path: Path) -> None:
+    pos, neg = _photos()
+    concepts = ConceptSet(toy, [trained])
+    question = "Is {name} in this photo?"
+    prompts = [E.forced_recognition_prompt(toy, concepts, "sunny", row.tolist(), question)
+               for row in toy.encode_images(pos + neg)]
+    evaluated = E.said_yes(toy, concepts, "sunny", prompts)
+    asked, report = _ask_and_eval(toy, trained, tmp_path)
+    assert asked == evaluated
     assert 0 < sum(evaluated) < len(evaluated), "the test needs both answers to mean anything"
     # and the accuracy `yoc eval` reports is computed from exactly these decisions
-    report = E.recognition_accuracy(toy, concepts, "sunny", pos, neg, question=question)
     assert report["positive"] == sum(evaluated[:len(pos)]) / len(pos)
     assert report["negative"] == sum(not y for y in evaluated[len(pos):]) / len(neg)
+
+
+def test_eval_and_ask_agree_with_the_photo_witness(toy, trained, tmp_path: Path) -> None:
+    """With a reference photo and a checkpoint that weighs the witness (here heavily, so
+    that it changes answers), `yoc ask` and `yoc eval` still decide alike, and both
+    decide by the summed margins (`personalize/witness.py`)."""
+    import dataclasses
+    import json
+
+    from yoc_assistant.backbone import Backbone
+    from yoc_assistant.personalize.witness import recognition_margins
+
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    for f in TOY.iterdir():
+        (folder / f.name).symlink_to(f)
+    config = json.loads((TOY / "config.json").read_text())
+    (folder / "config.json").unlink()
+    (folder / "config.json").write_text(json.dumps({**config, "yoc_photo_witness": 3.0}))
+    heavy = Backbone.load(str(folder), precision="fp32", device="cpu")
+    pos, neg = _photos()
+    rows = [r.tolist() for r in heavy.encode_images(pos + neg)]
+    vec = dataclasses.replace(trained, reference=rows[0])
+    concepts = ConceptSet(heavy, [vec])
+    question = "Is {name} in this photo?"
+    prompts = [E.forced_recognition_prompt(heavy, concepts, "sunny", r, question) for r in rows]
+    margins = recognition_margins(heavy, concepts, "sunny", rows, question)
+    assert margins is not None
+    alone = E.said_yes(heavy, concepts, "sunny", prompts)
+    witnessed = E.said_yes(heavy, concepts, "sunny", prompts, margins)
+    assert alone != witnessed, "the witness should change an answer here, or the test shows nothing"
+    asked, report = _ask_and_eval(heavy, vec, tmp_path)
+    assert asked == witnessed
+    assert report["positive"] == sum(witnessed[:len(pos)]) / len(pos)
+    assert report["negative"] == sum(not y for y in witnessed[len(pos):]) / len(neg)

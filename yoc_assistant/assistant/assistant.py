@@ -107,6 +107,7 @@ class Assistant:
             concept=decision.concept, concept_names=names,
             decision=decision, out=self._out(request), on_text=on_text, on_progress=on_progress,
             metadata=self._metadata(request, names), prompt_pass=prompt_pass,
+            witness=self._witness(request, decision, concepts, names),
         )
         try:
             response = modality.respond(request, ctx)
@@ -121,6 +122,14 @@ class Assistant:
         response.forced = decision.forced
         response.concept = decision.concept
         return response
+
+    def _witness(self, request: Request, decision: RouteDecision, concepts: Any, names: list[str]) -> Any:
+        """The photo witness of a request about a photo (token lists only; its pass runs
+        when a responder asks, `RespondContext.yes_no_bias`)."""
+        from yoc_assistant.personalize import witness
+
+        return witness.for_request(self.backbone, decision.prompt_ids, concepts, names,
+                                   has_photo=bool(request.images))
 
     def _out(self, request: Request) -> Path:
         if request.out is not None:

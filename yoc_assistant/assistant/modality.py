@@ -83,6 +83,8 @@ class RespondContext:
     # The router's pass over `prompt_ids` (backbone.PromptPass: logits and KV cache), for a
     # modality with `uses_prompt_pass`; None when --mode skipped routing.
     prompt_pass: Any = None
+    # The photo witness of a request about a photo (personalize.witness.Witness), or None.
+    witness: Any = None
 
     @property
     def extra(self) -> ExtraTokens | None:
@@ -105,6 +107,15 @@ class RespondContext:
         """The prompt followed by the group's tokens: the self-prompt the model was trained
         to emit before answering in this modality."""
         return list(self.prompt_ids) + self.group_ids(group)
+
+    def yes_no_bias(self) -> Callable[[], list[float]] | None:
+        """For `generate_text(decisive_ids=[Yes, No], decisive_bias=...)`: the photo
+        witness's offsets, computed only if the answer starts with Yes or No
+        (`personalize/witness.py`); None without a witness. `yoc eval` decides alike."""
+        witness = self.witness
+        if witness is None:
+            return None
+        return lambda: witness.yes_no_bias(self.backbone)
 
     def draw_images(self, prompt_ids: list[int], *, n: int, candidates: int | None = None,
                     **options: Any) -> Any:

@@ -284,17 +284,19 @@ class Backbone:
                       stop_ids: Sequence[int] = (), allow_ids: Sequence[int] = (),
                       extra_names: Mapping[int, str] | None = None,
                       prefix: PromptPass | None = None,
-                      decisive_ids: Sequence[int] = ()) -> GeneratedText:
+                      decisive_ids: Sequence[int] = (),
+                      decisive_bias: Callable[[], Sequence[float]] | None = None) -> GeneratedText:
         """`allow_ids`: extra (concept) ids the answer may use, shown as `extra_names[id]`.
         `prefix`: a `prefill` of the prompt's start (with the same `extra`): decoding
-        continues from its cache instead of running those tokens again. `decisive_ids`:
-        see `generation.generate_text` (yes/no answers decided greedily)."""
+        continues from its cache instead of running those tokens again. `decisive_ids`,
+        `decisive_bias`: see `generation.generate_text` (yes/no answers decided greedily)."""
         from yoc_assistant.backbone.generation import generate_text
 
         return generate_text(self, prompt_ids, extra=extra, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                              on_token=on_token, stop_ids=stop_ids, allow_ids=allow_ids,
-                             extra_names=extra_names, prefix=prefix, decisive_ids=decisive_ids)
+                             extra_names=extra_names, prefix=prefix, decisive_ids=decisive_ids,
+                             decisive_bias=decisive_bias)
 
     def generate_images(self, prompt_ids: Sequence[int], *, n: int = 1,
                         extra: ExtraTokens | None = None, cfg_scale: float | None = None,

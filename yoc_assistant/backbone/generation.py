@@ -229,13 +229,17 @@ def generate_text(bb: Backbone, prompt_ids: Sequence[int], *, extra: ExtraTokens
                   stop_ids: Sequence[int] = (), allow_ids: Sequence[int] = (),
                   extra_names: Mapping[int, str] | None = None,
                   prefix: PromptPass | None = None,
-                  decisive_ids: Sequence[int] = ()) -> GeneratedText:
+                  decisive_ids: Sequence[int] = (),
+                  decisive_bias: Callable[[], Sequence[float]] | None = None) -> GeneratedText:
     """Sample a text answer after the prompt (temperature 0 = greedy).
 
     With `decisive_ids` (e.g. the first tokens of "Yes" and "No"), the first token is
     the greedy choice, and when it is one of them the whole answer is greedy: a yes/no
     answer is a decision, and `yoc eval` scores exactly that choice
-    (`text_decision`), so what it measures is what a user is told.
+    (`text_decision`), so what it measures is what a user is told. `decisive_bias`
+    (called only when that first token is decisive) returns one logit offset per
+    decisive id, and the decision is then re-taken among the decisive ids alone
+    (`decide_first`; the photo witness, `personalize/witness.py`).
 
     Stops on EOS ("eos"), on the end-of-turn separator or any of `stop_ids` ("stop"),
     when the answer has fallen into a loop ("repeat", see `repeating`), or after
@@ -264,7 +268,10 @@ def generate_text(bb: Backbone, prompt_ids: Sequence[int], *, extra: ExtraTokens
             last = logits[0, -1].masked_fill(forbidden, float("-inf"))
             uniform = None if noise is None else noise.next().to(device)
             if step == 0 and decisive:
-                tok = int(last.argmax())
+                bias = None
+                if decisive_bias is not None and int(last.argmax()) in decisive:
+                    bias = torch.tensor([list(decisive_bias())], dtype=torch.float32)
+                tok = int(decide_first(last[None], decisive_ids, bias)[0])
                 greedy = greedy or tok in decisive
             else:
                 tok = int(select(warp(last, temperature, top_k, top_p), uniform, greedy))
@@ -283,12 +290,32 @@ def generate_text(bb: Backbone, prompt_ids: Sequence[int], *, extra: ExtraTokens
 
 
 def text_decision(bb: Backbone, logits: torch.Tensor, extra: ExtraTokens | None,
-                  allow_ids: Sequence[int] = ()) -> torch.Tensor:
-    """The first token `generate_text(..., allow_ids=, decisive_ids=)` answers after
-    prompts whose next-token logits are `logits` [N, V+E] -> LongTensor [N]."""
+                  allow_ids: Sequence[int] = (), decisive_ids: Sequence[int] = (),
+                  decisive_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The first token `generate_text(..., allow_ids=, decisive_ids=, decisive_bias=)`
+    answers after prompts whose next-token logits are `logits` [N, V+E] -> LongTensor [N];
+    `decisive_bias` [N, len(decisive_ids)]: each prompt's offsets (see `decide_first`)."""
     stops = {int(bb.special.sep), int(bb.special.eos)}
     forbidden = text_forbidden(bb, extra, stops | {int(t) for t in allow_ids}).to(logits.device)
-    return logits[:, : forbidden.numel()].masked_fill(forbidden, float("-inf")).argmax(-1)
+    allowed = logits[:, : forbidden.numel()].masked_fill(forbidden, float("-inf"))
+    return decide_first(allowed, decisive_ids, decisive_bias)
+
+
+def decide_first(logits: torch.Tensor, decisive_ids: Sequence[int],
+                 bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The first answer token after logits [N, V] (forbidden tokens already -inf): the
+    greedy choice; where that is one of `decisive_ids` and `bias` [N, len(decisive_ids)]
+    is given, the decisive id whose logit plus its offset is largest. So an offset can
+    turn a Yes into a No, but never turn an answer that is not a decision into one."""
+    first = logits.argmax(-1)
+    if bias is None or not len(decisive_ids):
+        return first
+    ids = torch.tensor([int(t) for t in decisive_ids], device=logits.device)
+    if bias.shape != (logits.shape[0], ids.numel()):
+        raise ValueError(f"decisive_bias has shape {tuple(bias.shape)}; expected "
+                         f"{(logits.shape[0], ids.numel())}")
+    rescored = ids[(logits[:, ids].float() + bias.to(logits.device).float()).argmax(-1)]
+    return torch.where(torch.isin(first, ids), rescored, first)
 
 
 # -- images ------------------------------------------------------------------------------

@@ -110,6 +110,16 @@ def draw_candidates_of(folder: Path) -> int:
     return 1
 
 
+def photo_witness_of(folder: Path) -> float:
+    """How much a checkpoint weighs the photo witness of a yes/no about a photo
+    (config.json `yoc_photo_witness`, `personalize.witness`; measured on the toy
+    backbone), else 0: no witness."""
+    value = _yoc_setting(folder, "yoc_photo_witness")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 10:
+        return float(value)
+    return 0.0
+
+
 def caption_prompt_of(folder: Path) -> str | None:
     """The prompt a small checkpoint was taught to describe a photo with (config.json
     `yoc_caption_prompt`: the toy backbone's), else None: any wording works."""

@@ -7,7 +7,8 @@
   way the text modality chooses it (greedily among the tokens a text answer may
   use, `backbone.generation.text_decision`); "yes" when that token is the first
   token of a Yes answer. One forward pass per image, no sampling: cheap and
-  deterministic, and the same decision a user is shown. Accuracy on positives, on
+  deterministic, and the same decision a user is shown; with the checkpoint's photo
+  witness (`personalize/witness.py`), one more pass per image, as `yoc ask` runs it. Accuracy on positives, on
   negatives, and weighted = the mean of the two (the paper's metric).
 * CLIP-I: mean cosine similarity (CLIP image embeddings) over every (generated, real)
   pair of images.
@@ -86,18 +87,23 @@ def forced_recognition_prompt(bb: Any, concepts: Any, name: str, image: Sequence
     return prompt + list(concepts.group_ids(name, group))
 
 
-def said_yes(bb: Any, concept_set: Any, name: str, prompts: Sequence[Sequence[int]]) -> list[bool]:
-    """Per prompt: does the text modality's answer start with Yes? (see the module docs)"""
+def said_yes(bb: Any, concept_set: Any, name: str, prompts: Sequence[Sequence[int]],
+             witness_margins: torch.Tensor | None = None) -> list[bool]:
+    """Per prompt: does the text modality's answer start with Yes? (see the module docs)
+    `witness_margins` [N]: the photo witness's weighted margins (`witness.recognition_margins`),
+    added to Yes where the answer is a Yes or a No, as the text modality adds them."""
     from yoc_assistant.backbone.generation import text_decision
+    from yoc_assistant.personalize.witness import yes_no_bias
 
     if not prompts:
         return []
-    yes_id = data.answer_first_token(bb, True)
-    if yes_id == data.answer_first_token(bb, False):
+    yes_id, no_id = data.answer_first_token(bb, True), data.answer_first_token(bb, False)
+    if yes_id == no_id:
         raise UserInputError("this backbone's tokenizer gives 'Yes' and 'No' the same first token")
     logits = _last_logits(bb, prompts, concept_set.extra)
     # The text modality lets an answer name the mentioned concept ("Yes, <bo> is ...").
-    first = text_decision(bb, logits, concept_set.extra, [concept_set.identifier_id(name)])
+    first = text_decision(bb, logits, concept_set.extra, [concept_set.identifier_id(name)],
+                          decisive_ids=[yes_id, no_id], decisive_bias=yes_no_bias(witness_margins))
     return (first == yes_id).tolist()
 
 
@@ -107,9 +113,12 @@ def recognition_accuracy(bb: Any, concept_set: Any, name: str, positives: Sequen
     """{"positive", "negative", "weighted", "n_positive", "n_negative"}; images are PIL
     images or image-token lists. A missing side leaves its accuracy None and the
     weighted score is then the other side's."""
+    from yoc_assistant.personalize.witness import recognition_margins
+
     pos, neg = _as_tokens(bb, positives), _as_tokens(bb, negatives)
     prompts = [forced_recognition_prompt(bb, concept_set, name, im, question, group) for im in pos + neg]
-    yes = said_yes(bb, concept_set, name, prompts)
+    yes = said_yes(bb, concept_set, name, prompts,
+                   recognition_margins(bb, concept_set, name, pos + neg, question))
     acc_pos = sum(yes[: len(pos)]) / len(pos) if pos else None
     acc_neg = sum(not y for y in yes[len(pos):]) / len(neg) if neg else None
     present = [a for a in (acc_pos, acc_neg) if a is not None]
@@ -334,7 +343,14 @@ def evaluate_concept(bb: Any, concept_set: Any, name: str, *, positives: Sequenc
     "dino" (DreamBench's subject score)."""
     report: dict[str, Any] = {"concept": name, "backbone": getattr(bb, "name", "?"),
                               "skipped": {}, "notes": []}
+    from yoc_assistant.personalize.witness import applied_weight
+
     report["recognition"] = recognition_accuracy(bb, concept_set, name, positives, negatives)
+    witness = applied_weight(bb, concept_set, [name])
+    if witness:
+        report["photo_witness"] = witness
+        report["notes"].append(f"yes/no answers about a photo add the reference photo's own answer "
+                               f"(weight {witness:g}), as `yoc ask` does (docs/usage.md, The photo witness)")
     generated: list[Image.Image] = []
     if not real:
         report["skipped"]["clip_i"] = "no real photos to compare with"

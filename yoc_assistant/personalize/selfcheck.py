@@ -6,7 +6,8 @@ backbone (docs/toyworld.md, "Self-check"): the trained concept tells its own ins
 from the same named thing with another accent most of the time, yet draws it rarely. So
 a picture of `<bo>` is drawn as `candidates` samples (seeds `seed + i*k .. seed + i*k + k-1`
 for picture i), each is asked "Is <bo> in this photo?" exactly as `yoc ask` asks it
-(`evaluate.forced_recognition_prompt`: one forward pass, no sampling), and the one with the
+(`evaluate.forced_recognition_prompt`: one forward pass, no sampling; plus the photo
+witness's margin where the checkpoint uses one, `witness.py`), and the one with the
 largest yes-over-no margin is kept (for several concepts in one request, the smallest
 margin of them counts: every one must be there). The kept picture's seed redraws it alone
 (`--candidates 1 --seed S`). This is DALL-E's reranking with the concept as its own judge;
@@ -75,6 +76,7 @@ def concept_check(bb: Any, concepts: Any, names: Sequence[str]) -> CheckFn:
     """Scores candidates by "Is <name> in this photo?" as `yoc ask` asks it; with several
     names, the smallest margin (all of them should be in the picture)."""
     from yoc_assistant.personalize.evaluate import forced_recognition_prompt
+    from yoc_assistant.personalize.witness import recognition_margins
 
     names = list(names)
     if not names:
@@ -82,10 +84,13 @@ def concept_check(bb: Any, concepts: Any, names: Sequence[str]) -> CheckFn:
 
     def check(ids: torch.Tensor) -> torch.Tensor:
         per_name = []
+        question = P.RECOGNITION_QUESTIONS[0]
         for name in names:
-            prompts = [forced_recognition_prompt(bb, concepts, name, row.tolist(), P.RECOGNITION_QUESTIONS[0])
-                       for row in ids]
-            per_name.append(yes_margins(bb, prompts, concepts.extra))
+            rows = [row.tolist() for row in ids]
+            prompts = [forced_recognition_prompt(bb, concepts, name, row, question) for row in rows]
+            margins = yes_margins(bb, prompts, concepts.extra)
+            witnessed = recognition_margins(bb, concepts, name, rows, question)
+            per_name.append(margins if witnessed is None else margins + witnessed)
         return torch.stack(per_name).min(0).values
 
     return check

@@ -6,7 +6,8 @@ and trainer, with `yoc train`'s defaults, in several variants, and measured on p
 never trained on:
 
 * recognition: "Is <name> in this photo?" asked exactly as `yoc ask` asks it
-  (`personalize.evaluate.recognition_prompt` and `said_yes`) on new photos of the
+  (`personalize.evaluate.recognition_prompt` and `said_yes`, the photo witness included:
+  `*_unwitnessed` are the concept's answers alone) on new photos of the
   instance (positives) and on negatives: half the same named thing with another accent
   (`same`: only the unnamed detail says no), a quarter lookalikes one named attribute
   away (`near`), a quarter unrelated things (`far`). Weighted = mean of the positive
@@ -173,6 +174,14 @@ class Variant:
         prompt = bb.prompt_ids([self._prefix(), *photo, data.text_ids(bb, template, self.cs.identifier_id(NAME))])
         return prompt + (list(self.cs.group_ids(NAME, group)) if self.self_prompting else [])
 
+    def witness_margins(self, images: list[list[int]], question: str) -> torch.Tensor | None:
+        """The photo witness's weighted margins for a question about each image, as `yoc
+        ask` adds them (`personalize.witness`): for a concept with a reference photo on a
+        backbone that uses the witness; None otherwise."""
+        from yoc_assistant.personalize.witness import recognition_margins
+
+        return None if self.cs is None else recognition_margins(self.bb, self.cs, NAME, images, question)
+
     def draw(self, template: str) -> list[int]:
         from yoc_assistant.personalize import data
 
@@ -185,27 +194,39 @@ class Variant:
 
 @torch.no_grad()
 def recognition(bb: Any, v: Variant, bench: Bench, question: str) -> dict[str, float]:
+    """Accuracies as `yoc ask` answers (with the photo witness where it applies); then,
+    for a variant with a witness, the same without it (`*_unwitnessed`)."""
     from yoc_assistant.backbone.generation import text_decision
     from yoc_assistant.personalize.data import answer_first_token
     from yoc_assistant.personalize.evaluate import _last_logits
+    from yoc_assistant.personalize.witness import yes_no_bias
 
-    yes = answer_first_token(bb, True)
+    decisive = [answer_first_token(bb, True), answer_first_token(bb, False)]
     allow = [] if v.cs is None else [v.cs.identifier_id(NAME)]
-
-    def said(images: list[list[int]]) -> list[bool]:
+    answers: dict[str, tuple[list[bool], list[bool] | None]] = {}
+    for kind, images in (("positive", bench.test_pos), *bench.test_neg.items()):
         logits = _last_logits(bb, [v.ask(question, im) for im in images], v.extra)
-        return (text_decision(bb, logits, v.extra, allow) == yes).tolist()
+        alone = (text_decision(bb, logits, v.extra, allow) == decisive[0]).tolist()
+        margins = v.witness_margins(images, question)
+        witnessed = None if margins is None else (text_decision(
+            bb, logits, v.extra, allow, decisive, yes_no_bias(margins)) == decisive[0]).tolist()
+        answers[kind] = (alone, witnessed)
 
-    pos = float(np.mean(said(bench.test_pos)))
-    out = {"positive": pos}
-    neg_all: list[bool] = []
-    for kind, images in bench.test_neg.items():
-        no = [not s for s in said(images)]
-        out[f"negative_{kind}"] = float(np.mean(no))
-        neg_all += no
-    out["negative"] = float(np.mean(neg_all))
-    out["recognition"] = (pos + out["negative"]) / 2
-    return out
+    def accuracies(pick: int) -> dict[str, float]:
+        said = {k: a[pick] for k, a in answers.items()}
+        out = {"positive": float(np.mean(said["positive"]))}
+        neg_all: list[bool] = []
+        for kind in bench.test_neg:
+            no = [not s for s in said[kind]]
+            out[f"negative_{kind}"] = float(np.mean(no))
+            neg_all += no
+        out["negative"] = float(np.mean(neg_all))
+        out["recognition"] = (out["positive"] + out["negative"]) / 2
+        return out
+
+    if answers["positive"][1] is None:
+        return accuracies(0)
+    return {**accuracies(1), **{f"{k}_unwitnessed": val for k, val in accuracies(0).items()}}
 
 
 @torch.no_grad()
@@ -263,8 +284,11 @@ def generation(bb: Any, clip: Any, judge: Any, v: Variant, bench: Bench, n: int,
     from yoc_assistant.personalize.judge import drawn_right, instance_similarity
 
     def check(ids: torch.Tensor) -> torch.Tensor:
-        prompts = [v.ask(P.RECOGNITION_QUESTIONS[0], row.tolist()) for row in ids]
-        return selfcheck.yes_margins(bb, prompts, v.extra)
+        question = P.RECOGNITION_QUESTIONS[0]
+        rows = [row.tolist() for row in ids]
+        margins = selfcheck.yes_margins(bb, [v.ask(question, row) for row in rows], v.extra)
+        witnessed = v.witness_margins(rows, question)
+        return margins if witnessed is None else margins + witnessed
 
     def scores(images: list[Image.Image], suffix: str = "") -> dict[str, float]:
         emb = clip.embed_images(images)
@@ -400,7 +424,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, fl
                 for k, x in metrics.items()} for v, metrics in out.items()}
 
 
-COLUMNS = ("recognition", "positive", "negative_same", "negative_near", "negative_far", "qa",
+COLUMNS = ("recognition", "positive", "negative_same", "negative_near", "negative_far",
+           "recognition_unwitnessed", "negative_same_unwitnessed", "qa",
            "routing_text", "routing_image", "instance_similarity", "drawn_right", "clip_i",
            "instance_similarity_unchecked", "clip_i_unchecked", "train_seconds")
 

@@ -47,13 +47,17 @@ from yoc_assistant.toyworld.common import (
 # for "what is in this photo?" and its other wordings, which this model never saw.
 # `yoc_draw_candidates`: samples per picture for a concept's self-check to pick from
 # (`personalize.selfcheck`; measured with the harness, docs/toyworld.md "Self-check").
+# `yoc_photo_witness`: the weight of the reference photo's own answer in a yes/no about a
+# photo (`personalize.witness`; measured with the harness, docs/toyworld.md "The photo witness").
 # `yoc_recipe`: how concepts are trained on this backbone by every entry point (add-concept,
 # train, the chat app, the demo), measured with the ablation harness (docs/toyworld.md).
 RECIPE: dict[str, Any] = {"steps": 1600, "lr": 0.001, "batch_size": 4, "checkpoint_every": 200,
                           "eval_every": 800, "reference_photo": True, "hard_negatives": "shared-top"}
 DRAW_CANDIDATES = 8
+PHOTO_WITNESS = 1.0
 YOC_SETTINGS: dict[str, Any] = {"yoc_name": "yoc-toy", "yoc_cfg_scale": 1.0, "yoc_draw_candidates": DRAW_CANDIDATES,
-                                "yoc_caption_prompt": "describe this photo .", "yoc_recipe": RECIPE}
+                                "yoc_photo_witness": PHOTO_WITNESS, "yoc_caption_prompt": "describe this photo .",
+                                "yoc_recipe": RECIPE}
 
 MODEL: dict[str, int] = {"hidden_size": 192, "num_layers": 4, "num_heads": 4, "intermediate_size": 512}
 QUICK_MODEL: dict[str, int] = {"hidden_size": 64, "num_layers": 1, "num_heads": 2, "intermediate_size": 128}

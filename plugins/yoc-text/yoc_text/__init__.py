@@ -30,7 +30,8 @@ class TextModality(Modality):
 
     def respond(self, request: Request, ctx: RespondContext) -> Response:
         # Self-prompting: the concept's understanding tokens come first, then the answer.
-        # A Yes/No answer is decided greedily, as `yoc eval` scores it (one code path).
+        # A Yes/No answer is decided greedily, as `yoc eval` scores it (one code path),
+        # seconded by the concept's reference photo where the checkpoint says so.
         from yoc_assistant.personalize.data import answer_first_token
 
         names = ctx.concept_words()
@@ -41,6 +42,7 @@ class TextModality(Modality):
             seed=request.seed, on_token=ctx.on_text, allow_ids=list(names), extra_names=names,
             prefix=ctx.prompt_pass,  # the router already ran the prompt: continue from there
             decisive_ids=[answer_first_token(bb, True), answer_first_token(bb, False)],
+            decisive_bias=ctx.yes_no_bias(),
         )
         return Response(modality=self.name, text=result.text)
 

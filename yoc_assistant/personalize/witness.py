@@ -1,0 +1,148 @@
+"""The photo witness: a yes/no about a photo, seconded by the concept's reference photo.
+
+A concept trained with a reference photo (`TrainConfig.reference_photo`; its prompt is
+`<x> is <rows> <photo> .`) answers "Is <x> in this photo?" from its rows and that photo
+together. The backbone can also answer from the photo alone, untrained: asked under the
+definition `<w> is <photo> .`, where `<w>` is a fresh identifier (the pretraining's
+definition shape; the ablation harness's image-prompt variant). The two err
+differently: on the toy backbone the photo alone rejects the same named thing with
+another accent more often, the trained rows everything else, and the sum of their
+Yes-over-No margins decides better than either (docs/toyworld.md, "The photo witness").
+
+So when a request about a photo is answered Yes or No, and every concept it mentions has
+a reference photo, the same prompt is run once more with each concept's prompt replaced
+by its definition (`swap_prompt`; no group is forced, a definition has no rows), and
+`weight` times that prompt's margin is added to the Yes logit before the decision
+(`backbone.generation.decide_first`). `yoc ask`'s text modality, `yoc eval`'s
+recognition (`evaluate.recognition_accuracy`), the trainer's checkpoint choice and the
+self-check of pictures all decide this way, so every figure describes what users get.
+
+The weight is the checkpoint's (`yoc_photo_witness` in its config.json, measured on the
+toy backbone), else 0: no witness on a backbone where it has not been measured (Anole).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from yoc_assistant.personalize import data
+
+# Definition rows start as a new concept's identifier does (ConceptVectors.initialize).
+DEFINITION_SEED = 0
+
+
+def weight_of(bb: Any) -> float:
+    """The checkpoint's witness weight (config.json `yoc_photo_witness`), else 0."""
+    from yoc_assistant.backbone.loading import photo_witness_of
+
+    folder = getattr(bb, "checkpoint_dir", None)
+    return 0.0 if folder is None else photo_witness_of(folder)
+
+
+def applied_weight(bb: Any, concepts: Any, names: Sequence[str]) -> float:
+    """The witness weight for questions about these concepts: the checkpoint's, or 0
+    when one of them has no reference photo."""
+    weight = weight_of(bb)
+    if weight <= 0 or concepts is None or not names:
+        return 0.0
+    return weight if all(concepts.get(n).reference for n in names) else 0.0
+
+
+def definitions(bb: Any, concepts: Any, names: Sequence[str]) -> Any:
+    """A ConceptSet holding, for each of `names`, its definition: the same name and
+    reference photo, no rows (prompt `<w> is <photo> .`), a fresh identifier. None when
+    `names` is empty or one of them has no reference photo (the witness would not know it)."""
+    from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
+
+    if concepts is None or not names:
+        return None
+    out = []
+    for name in names:
+        vec = concepts.get(name)
+        if not vec.reference:
+            return None
+        fresh = ConceptVectors.initialize(bb, name, {}, seed=DEFINITION_SEED)
+        out.append(dataclasses.replace(fresh, reference=list(vec.reference)))
+    return ConceptSet(bb, out)
+
+
+def swap_prompt(prompt_ids: Sequence[int], concepts: Any, defined: Any, names: Sequence[str]) -> list[int]:
+    """The request prompt (the router's: concept prompts, photos, text) with each named
+    concept's prompt replaced by its definition and its identifier by the definition's."""
+    out = [int(t) for t in prompt_ids]
+    for name in names:
+        own, other = list(concepts.prompt_ids(name)), list(defined.prompt_ids(name))
+        at = next((i for i in range(len(out) - len(own) + 1) if out[i:i + len(own)] == own), None)
+        if at is None:
+            raise ValueError(f"the prompt does not hold concept {name!r}'s prompt")
+        out[at:at + len(own)] = other
+    ident = {int(concepts.identifier_id(n)): int(defined.identifier_id(n)) for n in names}
+    return [ident.get(t, t) for t in out]
+
+
+@dataclass
+class Witness:
+    """One request's witness: its prompt with definitions, and the weight of its margin."""
+
+    prompt_ids: list[int]
+    extra: Any  # the definitions' ExtraTokens
+    weight: float
+    _margin: float | None = field(default=None, repr=False)
+
+    def margin(self, bb: Any) -> float:
+        """logit(Yes) - logit(No) after the witness prompt (one pass, computed once)."""
+        if self._margin is None:
+            from yoc_assistant.personalize.selfcheck import yes_margins
+
+            self._margin = float(yes_margins(bb, [self.prompt_ids], self.extra)[0])
+        return self._margin
+
+    def yes_no_bias(self, bb: Any) -> list[float]:
+        """Offsets for the decisive ids [Yes, No] (`generate_text(decisive_bias=)`)."""
+        return [self.weight * self.margin(bb), 0.0]
+
+
+def for_request(bb: Any, prompt_ids: Sequence[int], concepts: Any, names: Sequence[str],
+                has_photo: bool, weight: float | None = None) -> Witness | None:
+    """The witness of a routed request (its prompt without forced groups), or None: no
+    photo in the request, a zero weight, or a mentioned concept without reference photo."""
+    weight = weight_of(bb) if weight is None else float(weight)
+    if not has_photo or weight <= 0:
+        return None
+    defined = definitions(bb, concepts, names)
+    if defined is None:
+        return None
+    return Witness(swap_prompt(prompt_ids, concepts, defined, names), defined.extra, weight)
+
+
+def recognition_prompt(bb: Any, defined: Any, name: str, image: Sequence[int], question: str) -> list[int]:
+    """The witness prompt of "Is <name> in this photo?" about `image`, laid out as
+    `evaluate.forced_recognition_prompt` lays out the concept's (without the group)."""
+    q = data.text_ids(bb, question, defined.identifier_id(name))
+    return data.recognition_prompt(bb, defined.prompt_ids(name), image, q, image_first=True)
+
+
+def recognition_margins(bb: Any, concepts: Any, name: str, images: Sequence[Sequence[int]],
+                        question: str, weight: float | None = None) -> torch.Tensor | None:
+    """`weight` x the witness margin [N] for the question about each image (image-token
+    lists), or None when there is no witness (zero weight, no reference photo)."""
+    from yoc_assistant.personalize.selfcheck import yes_margins
+
+    weight = weight_of(bb) if weight is None else float(weight)
+    defined = definitions(bb, concepts, [name]) if weight > 0 else None
+    if defined is None or not images:
+        return None
+    prompts = [recognition_prompt(bb, defined, name, im, question) for im in images]
+    return weight * yes_margins(bb, prompts, defined.extra)
+
+
+def yes_no_bias(margins: torch.Tensor | None) -> torch.Tensor | None:
+    """[N] weighted witness margins -> [N, 2] offsets for the decisive ids [Yes, No]."""
+    if margins is None:
+        return None
+    return torch.stack([margins.float(), torch.zeros_like(margins, dtype=torch.float32)], dim=1)
