@@ -15,12 +15,12 @@ def test_a_request_with_two_concepts_holds_both_prompts() -> None:
     bb = tiny_backbone()
     cs = ConceptSet(bb, [ConceptVectors.initialize(bb, "a", seed=1), ConceptVectors.initialize(bb, "b", seed=2)])
     image = world.render(world.random_scenes(1, seed=0)[0])
-    prompt = pairs._prompt(bb, cs, "Are <a> and <b> both here?", image, "a")
+    prompt = pairs._prompt(bb, cs, "Are <a> and <b> both here?", image)
     for name in ("a", "b"):
         p = cs.prompt_ids(name)
         assert any(prompt[i:i + len(p)] == p for i in range(len(prompt))), name
         assert prompt.count(cs.identifier_id(name)) == 2  # in its own prompt and in the question
-    assert prompt[-16:] == cs.group_ids("a", "understanding")
+    assert prompt[-1] == bb.special.sep  # the router's prompt; the answer forces a group after it
     assert bb.special.boi in prompt
 
 

@@ -3,7 +3,8 @@ this as its limit).
 
 Two instances are trained as `yoc train` trains them (the ablation's `full` variant,
 `yoc train`'s recipe), laid side by side in one ConceptSet as the router lays out a
-request that mentions both, and asked, greedily as `yoc ask` answers:
+request that mentions both, and asked, greedily as `yoc ask` answers (a yes/no with
+the photo witness, `personalize/witness.py`):
 
 * "Is <a> in this photo?" with <b>'s prompt present too (photos of a, of b, of a with
   another thing, of neither): right when yes exactly if a is in the photo;
@@ -61,19 +62,28 @@ def train_pair(bb: Any, clip: Any, a: world.Thing, b: world.Thing, seed: int, ar
     return ConceptSet(bb, vectors)
 
 
-def _prompt(bb: Any, cs: Any, text: str, image: Image.Image | None, group_of: str) -> list[int]:
+def _prompt(bb: Any, cs: Any, text: str, image: Image.Image | None) -> list[int]:
     """The router's layout for a request mentioning both: each concept's prompt, the photo,
-    the text (mentions -> identifiers); then the forced understanding group."""
+    the text (mentions -> identifiers)."""
     from yoc_assistant.assistant.router import request_parts
 
-    parts = request_parts(text, cs, [image] if image is not None else [])
-    return bb.prompt_ids(parts) + list(cs.group_ids(group_of, "understanding"))
+    return bb.prompt_ids(request_parts(text, cs, [image] if image is not None else []))
 
 
 def _answer(bb: Any, cs: Any, text: str, image: Image.Image | None, group_of: str) -> str:
+    """The text modality's answer (understanding group of `group_of` forced; a yes/no
+    decided greedily with the photo witness, as `yoc ask` decides it)."""
+    from yoc_assistant.assistant.router import concept_names
+    from yoc_assistant.personalize import witness
+    from yoc_assistant.personalize.data import answer_first_token
+
     names = {cs.identifier_id(n): f"<{n}>" for n in cs.names}
-    out = bb.generate_text(_prompt(bb, cs, text, image, group_of), extra=cs.extra, max_new_tokens=16,
-                           temperature=0.0, allow_ids=list(names), extra_names=names)
+    prompt = _prompt(bb, cs, text, image)
+    seconded = witness.for_request(bb, prompt, cs, concept_names(text, cs), has_photo=image is not None)
+    out = bb.generate_text(prompt + list(cs.group_ids(group_of, "understanding")), extra=cs.extra,
+                           max_new_tokens=16, temperature=0.0, allow_ids=list(names), extra_names=names,
+                           decisive_ids=[answer_first_token(bb, True), answer_first_token(bb, False)],
+                           decisive_bias=None if seconded is None else (lambda: seconded.yes_no_bias(bb)))
     return out.text.strip().lower()
 
 
