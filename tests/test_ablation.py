@@ -6,10 +6,11 @@ from __future__ import annotations
 from yoc_assistant.toyworld import ablation, world
 
 
-def test_harness_on_a_non_example_instance() -> None:
+def test_harness_on_a_non_example_instance(tmp_path) -> None:  # noqa: ANN001
     args = ablation.parse_args(["--thing", "striped blue heart", "--instance", "mint", "--seeds", "0", "1",
                                 "--variants", "text-prompt", "image-prompt", "full", "--steps", "3",
-                                "--n-test", "8", "--pool", "30", "--images", "1"])
+                                "--n-test", "8", "--pool", "30", "--images", "1",
+                                "--save-concepts", str(tmp_path / "concepts")])
     report = ablation.run(args)
     assert [r["thing"] for r in report["runs"]] == ["striped blue heart, mint accent"] * 2
     full = report["summary"]["full"]
@@ -20,6 +21,12 @@ def test_harness_on_a_non_example_instance() -> None:
         assert key in full, key
     assert report["settings"]["candidates"] > 1  # the shipped backbone's self-check default
     assert "routing_text" not in report["summary"]["text-prompt"]  # no concept, no router choice
+    # the full variant answers with the photo witness (the toy backbone weighs it) and says
+    # what the concept alone answered; the baselines have no reference photo to witness
+    assert "recognition_unwitnessed" in full and "negative_same_unwitnessed" in full
+    assert "recognition_unwitnessed" not in report["summary"]["image-prompt"]
+    saved = sorted(p.name for p in (tmp_path / "concepts").iterdir())
+    assert saved == [f"striped-blue-heart-mint-accent-seed{s}-full.safetensors" for s in (0, 1)]
     table = ablation.table({v: {k: (d["mean"], d["sd"], d["n"]) for k, d in row.items()}
                             for v, row in report["summary"].items()})
     assert "| image-prompt |" in table and " ± " in table

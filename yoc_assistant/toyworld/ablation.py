@@ -390,6 +390,9 @@ def run_one(bb: Any, clip: Any, judge: Any, thing: world.Thing, seed: int, args:
         cs, seconds = (None, 0.0) if name in ("text-prompt", "image-prompt") else \
             train_variant(bb, name, bench, config, seed)
         v = Variant(bb, name, bench, cs)
+        if args.save_concepts and cs is not None:  # to study the same rows again without training
+            args.save_concepts.mkdir(parents=True, exist_ok=True)
+            cs.get(NAME).save(args.save_concepts / f"{_slug(thing)}-seed{seed}-{name}.safetensors", bb)
         row: dict[str, Any] = {**recognition(bb, v, bench, P.RECOGNITION_QUESTIONS[0]),
                                "train_seconds": round(seconds, 1)}
         if v.cs is not None:  # the facts asked by name (a sentence about "the star" needs no memory)
@@ -401,7 +404,7 @@ def run_one(bb: Any, clip: Any, judge: Any, thing: world.Thing, seed: int, args:
             gen = generation(bb, clip, judge, v, bench, args.images, seed, args.candidates)
             images = gen.pop("images")
             if args.save_images:
-                folder = args.save_images / f"{thing.label().replace(', ', '-').replace(' ', '-')}-seed{seed}"
+                folder = args.save_images / f"{_slug(thing)}-seed{seed}"
                 folder.mkdir(parents=True, exist_ok=True)
                 for k, img in enumerate(images):
                     img.save(folder / f"{name}-{k}.png")
@@ -410,6 +413,10 @@ def run_one(bb: Any, clip: Any, judge: Any, thing: world.Thing, seed: int, args:
         print(f"[ablation] {thing.label()} seed {seed} {name}: "
               f"{json.dumps({k: round(val, 3) for k, val in row.items()})}", file=sys.stderr, flush=True)
     return {"variants": rows, "notes": bench.notes}
+
+
+def _slug(thing: world.Thing) -> str:
+    return thing.label().replace(", ", "-").replace(" ", "-")
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float, int]]]:
@@ -478,6 +485,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--clip", type=Path, default=CLIP_DIR)
     ap.add_argument("--judge", type=Path, default=JUDGE_DIR)
     ap.add_argument("--save-images", type=Path, default=None, help="folder for the generated pictures")
+    ap.add_argument("--save-concepts", type=Path, default=None,
+                    help="folder for each variant's concept file (THING-seedN-VARIANT.safetensors)")
     ap.add_argument("--min-recognition", type=float, default=None,
                     help="exit 1 if the full variant's mean weighted recognition is below this")
     ap.add_argument("--min-routing", type=float, default=None,
