@@ -62,6 +62,18 @@ def test_a_bad_yoc_backbone_is_refused_before_torch_loads() -> None:
     assert "torch imported: False" in done.stderr
 
 
+@pytest.mark.parametrize("args", [["concepts"], ["ask", "is <bo> here?"], ["add-concept", "x", "--name", "bo"]],
+                         ids=" ".join)
+def test_a_file_as_yoc_home_is_one_line_naming_it(tmp_path: Path, args: list[str]) -> None:
+    home = tmp_path / "not-a-folder"
+    home.write_text("x")
+    for where, needle in ((home, "is a file; yoc needs a folder there"), (home / "sub", "cannot create the folder")):
+        done = run_yoc(*args, env={"YOC_HOME": str(where)})
+        assert done.returncode == 2, done.stderr
+        assert needle in done.stderr and "YOC_HOME" in done.stderr and str(where) in done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("args", [["-h"], ["concepts"], ["logs"], ["logs", "status"], ["path"],
                                   ["concepts", "show", "bo"], ["ask", "-h"]],
                          ids=" ".join)

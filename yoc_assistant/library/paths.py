@@ -11,19 +11,30 @@ from pathlib import Path
 import platformdirs
 
 from yoc_assistant import settings
+from yoc_assistant.errors import UserInputError
 
 APP_NAME = "yoc"
 
 
-def _ensure(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
+def _ensure(path: Path, what: str = "") -> Path:
+    """`path` as a folder, created if missing; a file in its place, or a folder that
+    cannot be made, is a one-line error naming it (`what`: where the path came from)."""
+    where = f"{what}: " if what else ""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserInputError(f"{where}{path} is a file; yoc needs a folder there") from None
+    except OSError as err:
+        raise UserInputError(f"{where}cannot create the folder {path}: {err.strerror or err}") from None
     return path
 
 
 def home() -> Path:
     """The library's root folder (created if missing)."""
-    root = settings.home_override() or Path(platformdirs.user_data_dir(APP_NAME))
-    return _ensure(root)
+    override = settings.home_override()
+    if override is not None:
+        return _ensure(override, "YOC_HOME")
+    return _ensure(Path(platformdirs.user_data_dir(APP_NAME)))
 
 
 def db_path(root: Path | None = None) -> Path:
