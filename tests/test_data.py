@@ -392,3 +392,17 @@ def test_image_token_cache_key_follows_the_vq_encoder(bb) -> None:
     assert vq_digest(fake(0)) == vq_digest(fake(0)) == vq_digest(fake(0, decoder_seed=5))  # decoder irrelevant
     assert vq_digest(fake(0)) != vq_digest(fake(1))  # another encoder: other tokens, other cache
     assert vq_id(bb) == vq_id(bb) and vq_id(bb).startswith(bb.fingerprint[:16])
+
+
+def test_small_tasks_are_repeated_to_their_share_of_the_largest() -> None:
+    def made(task: str, n: int) -> list[data.Example]:
+        return [data.Example([k], [k], task) for k in range(n)]
+
+    examples = made("recognition", 400) + made("qa", 9) + made("routing", 30)
+    balanced = data.balance_tasks(examples)
+    count = {t: sum(ex.task == t for ex in balanced) for t in ("recognition", "qa", "routing")}
+    assert count["recognition"] == 400  # the largest task is never repeated
+    assert count["qa"] == 9 * 23 and count["qa"] >= data.TASK_SHARES["qa"] * 400  # the facts: half
+    assert count["routing"] == 30 * 4 and count["routing"] >= data.MIN_TASK_SHARE * 400  # others: a quarter
+    even = data.balance_tasks(examples, shares={})
+    assert sum(ex.task == "qa" for ex in even) == 9 * 12
