@@ -24,6 +24,7 @@ toy backbone), else 0: no witness on a backbone where it has not been measured (
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +58,7 @@ def definitions(bb: Any, concepts: Any, names: Sequence[str]) -> Any:
     """A ConceptSet holding, for each of `names`, its definition: the same name and
     reference photo, no rows (prompt `<w> is <photo> .`), a fresh identifier. None when
     `names` is empty or one of them has no reference photo (the witness would not know it)."""
-    from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
+    from yoc_assistant.personalize.concept import ConceptSet
 
     if concepts is None or not names:
         return None
@@ -66,9 +67,23 @@ def definitions(bb: Any, concepts: Any, names: Sequence[str]) -> Any:
         vec = concepts.get(name)
         if not vec.reference:
             return None
-        fresh = ConceptVectors.initialize(bb, name, {}, seed=DEFINITION_SEED)
-        out.append(dataclasses.replace(fresh, reference=list(vec.reference)))
+        out.append(dataclasses.replace(_fresh_identifier(bb), name=name, reference=list(vec.reference)))
     return ConceptSet(bb, out)
+
+
+# backbone -> its untrained identifier row; the backbone's weights are frozen.
+_FRESH: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _fresh_identifier(bb: Any) -> Any:
+    """The row every definition starts from (`ConceptVectors.initialize` with no groups),
+    made once per backbone: it reads the whole embedding table and head (65k x 4096 each
+    on a 7B), and every ask, eval and self-check batch would otherwise read them again."""
+    from yoc_assistant.personalize.concept import ConceptVectors
+
+    if bb not in _FRESH:
+        _FRESH[bb] = ConceptVectors.initialize(bb, "definition", {}, seed=DEFINITION_SEED)
+    return _FRESH[bb]
 
 
 def swap_prompt(prompt_ids: Sequence[int], concepts: Any, defined: Any, names: Sequence[str]) -> list[int]:
