@@ -222,6 +222,47 @@ def test_a_damaged_reference_photo_is_refused_naming_the_file(bb: Backbone, tmp_
             check_concept_file(path)
 
 
+def test_the_training_photos_are_kept_in_the_file_for_the_witness(bb: Backbone, tmp_path: Path) -> None:
+    ids = bb.image_vocab.bpe_ids.tolist()
+    n = bb.image_seq_length
+    photos = [ids[k:k + n] for k in range(3)]
+    vec = ConceptVectors.initialize(bb, "bo", seed=1)
+    vec.reference, vec.photos = list(photos[0]), [list(p) for p in photos]
+    plain = ConceptSet(bb, [vec]).prompt_ids("bo")
+    saved = vec.save(tmp_path / "bo.safetensors", bb)
+    from yoc_assistant.library.vectorfile import MAX_PHOTOS, check_concept_file
+    from yoc_assistant.personalize.concept import MAX_WITNESS_PHOTOS
+
+    assert MAX_PHOTOS == MAX_WITNESS_PHOTOS  # the library's torch-free check reads what yoc writes
+    check_concept_file(saved)
+    back = ConceptVectors.load(saved, bb)
+    assert back.photos == photos and back.reference == photos[0]
+    assert ConceptSet(bb, [back]).prompt_ids("bo") == plain  # the prompt shows the reference only
+    assert back.clone().photos == photos and back.with_rows(back.input_rows, back.output_rows).photos == photos
+    vec.photos = [photos[0], photos[1][:-1]]  # photos of two backbones: refused, nothing written
+    with pytest.raises(UserInputError, match="witness photos"):
+        vec.save(tmp_path / "odd.safetensors", bb)
+    assert not (tmp_path / "odd.safetensors").exists()
+
+
+@pytest.mark.parametrize("bad", ["one row", "negative", "floats", "not image ids"])
+def test_damaged_witness_photos_are_refused_naming_the_file(bb: Backbone, tmp_path: Path, bad: str) -> None:
+    vec = ConceptVectors.initialize(bb, "bo", seed=1)
+    path = vec.save(tmp_path / "bo.safetensors", bb)
+    with safe_open(str(path), framework="pt") as fh:
+        meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    tensors["photos"] = {"one row": torch.tensor([1, 2, 3]), "negative": torch.tensor([[-5, 1]]),
+                         "floats": torch.tensor([[0.5]]), "not image ids": torch.tensor([[1, 2, 3]])}[bad]
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(UserInputError, match="bo.safetensors.*witness photos"):
+        ConceptVectors.load(path, bb)
+    if bad in ("one row", "floats"):
+        from yoc_assistant.library.vectorfile import VectorFileError, check_concept_file
+
+        with pytest.raises(VectorFileError, match="bo.safetensors.*witness photos"):
+            check_concept_file(path)
+
+
 def test_the_toy_backbones_recipe_shows_a_reference_photo_unless_told_not_to() -> None:
     from yoc_assistant.app.training import config_from_options
     from yoc_assistant.backbone.loading import recipe_of

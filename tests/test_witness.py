@@ -1,6 +1,7 @@
 """The photo witness (`personalize.witness`): a yes/no about a photo is decided by the
-concept's margin plus its reference photo's, asked under a fresh identifier; only where the
-checkpoint says so, only for concepts with a reference photo, only for requests with a photo."""
+concept's margin plus the mean margin of its photos, each asked under a fresh identifier;
+only where the checkpoint says so, only for concepts with photos, only for requests with a
+photo."""
 
 from __future__ import annotations
 
@@ -43,11 +44,12 @@ def rows(toy, photos) -> list[list[int]]:
     return [r.tolist() for r in toy.encode_images(photos)]
 
 
-def concepts(bb, reference: list[int] | None, *more: str) -> ConceptSet:  # noqa: ANN001
+def concepts(bb, reference: list[int] | None, *more: str,  # noqa: ANN001
+             photos: dict[str, list[list[int]]] | None = None) -> ConceptSet:
     vecs = [ConceptVectors.initialize(bb, name, seed=k + 1) for k, name in enumerate(("sunny", *more))]
     if reference is not None:
-        vecs = [ConceptVectors(v.name, v.groups, v.input_rows, v.output_rows, v.metadata, list(reference))
-                for v in vecs]
+        vecs = [ConceptVectors(v.name, v.groups, v.input_rows, v.output_rows, v.metadata, list(reference),
+                               (photos or {}).get(v.name, [])) for v in vecs]
     return ConceptSet(bb, vecs)
 
 
@@ -75,7 +77,9 @@ def test_the_weight_is_the_checkpoints(toy, tmp_path: Path) -> None:
 
 def test_a_definition_is_the_reference_photo_under_a_fresh_identifier(toy, rows) -> None:
     cs = concepts(toy, rows[0], "other")
-    defined = W.definitions(toy, cs, ["sunny", "other"])
+    sets = W.definitions(toy, cs, ["sunny", "other"])
+    assert len(sets) == 1  # no training photos kept: the reference alone
+    defined = sets[0]
     for name in ("sunny", "other"):
         vec = defined.get(name)
         assert vec.n_rows == 1 and vec.groups == {} and vec.reference == rows[0]
@@ -90,21 +94,39 @@ def test_a_definition_is_the_reference_photo_under_a_fresh_identifier(toy, rows)
     assert W.definitions(toy, cs, []) is None
 
 
+def test_one_definition_per_training_photo(toy, rows) -> None:
+    """A concept that keeps its training photos is defined by each in turn; a concept
+    with fewer photos asked beside it starts its own again."""
+    cs = concepts(toy, rows[0], "other", photos={"sunny": rows[:3], "other": [rows[5], rows[6]]})
+    sets = W.definitions(toy, cs, ["sunny", "other"])
+    assert [d.get("sunny").reference for d in sets] == rows[:3]
+    assert [d.get("other").reference for d in sets] == [rows[5], rows[6], rows[5]]
+    assert all(torch.equal(d.extra.input_rows, sets[0].extra.input_rows) for d in sets)  # one extra serves all
+    assert W.photos_of(cs.get("sunny")) == rows[:3]
+    assert W.photos_of(concepts(toy, rows[1]).get("sunny")) == [rows[1]]
+    assert W.photos_of(concepts(toy, None).get("sunny")) == []
+
+
 def test_the_witness_prompt_is_the_request_asked_of_the_definitions(toy, rows, photos) -> None:
     cs = concepts(toy, rows[0], "other")
     router = Router(toy, PluginManager())
     request = Request("Is <sunny> with <other> here? is it <sunny>?", images=[photos[3]])
     names = ["sunny", "other"]
-    defined = W.definitions(toy, cs, names)
+    defined = W.definitions(toy, cs, names)[0]
     prompt = router.build_prompt(request, cs)
     assert W.swap_prompt(prompt, cs, defined, names) == router.build_prompt(request, defined)
     witness = W.for_request(toy, prompt, cs, names, has_photo=True)
     assert witness is not None and witness.weight == 1.0
-    assert witness.prompt_ids == router.build_prompt(request, defined)
+    assert witness.prompts == [router.build_prompt(request, defined)]
+    # with training photos: the request asked of each photo's definitions
+    kept = concepts(toy, rows[0], "other", photos={"sunny": rows[:2]})
+    witness = W.for_request(toy, router.build_prompt(request, kept), kept, names, has_photo=True)
+    assert witness.prompts == [router.build_prompt(request, d) for d in W.definitions(toy, kept, names)]
+    assert len(witness.prompts) == 2
     # the eval-side layout is the same prompt
     one = Request("Is <sunny> in this photo?", images=[photos[3]])
-    assert W.recognition_prompt(toy, W.definitions(toy, cs, ["sunny"]), "sunny", rows[3], QUESTION) == \
-        router.build_prompt(one, W.definitions(toy, cs, ["sunny"]))
+    single = W.definitions(toy, cs, ["sunny"])[0]
+    assert W.recognition_prompt(toy, single, "sunny", rows[3], QUESTION) == router.build_prompt(one, single)
 
 
 def test_no_witness_without_a_photo_a_reference_or_a_weight(toy, rows, photos) -> None:
@@ -119,12 +141,28 @@ def test_no_witness_without_a_photo_a_reference_or_a_weight(toy, rows, photos) -
 
 def test_the_witness_margin_is_the_definition_prompts_yes_over_no(toy, rows) -> None:
     cs = concepts(toy, rows[0])
-    defined = W.definitions(toy, cs, ["sunny"])
+    defined = W.definitions(toy, cs, ["sunny"])[0]
     prompts = [W.recognition_prompt(toy, defined, "sunny", r, QUESTION) for r in rows]
     plain = selfcheck.yes_margins(toy, prompts, defined.extra)
     assert torch.allclose(W.recognition_margins(toy, cs, "sunny", rows, QUESTION, weight=2.0), 2.0 * plain)
-    witness = W.Witness(prompts[1], defined.extra, 0.5)
+    witness = W.Witness([prompts[1]], defined.extra, 0.5)
     assert witness.yes_no_bias(toy) == pytest.approx([0.5 * float(plain[1]), 0.0], abs=1e-4)
+
+
+def test_the_witness_margin_is_the_mean_over_the_training_photos(toy, rows) -> None:
+    kept = rows[:3]
+    cs = concepts(toy, rows[0], photos={"sunny": kept})
+    each = []
+    for photo in kept:  # each photo's own definition, asked alone
+        one = W.definitions(toy, concepts(toy, photo), ["sunny"])[0]
+        prompts = [W.recognition_prompt(toy, one, "sunny", r, QUESTION) for r in rows]
+        each.append(selfcheck.yes_margins(toy, prompts, one.extra))
+    mean = torch.stack(each).mean(dim=0)
+    assert not torch.allclose(mean, each[0], atol=1e-3)  # the photos answer differently
+    assert torch.allclose(W.recognition_margins(toy, cs, "sunny", rows, QUESTION), mean, atol=1e-4)
+    sets = W.definitions(toy, cs, ["sunny"])
+    witness = W.Witness([W.recognition_prompt(toy, d, "sunny", rows[4], QUESTION) for d in sets], sets[0].extra, 1.0)
+    assert witness.margin(toy) == pytest.approx(float(mean[4]), abs=1e-4)
 
 
 def test_said_yes_and_the_self_check_add_the_witness(toy, rows) -> None:
@@ -150,5 +188,34 @@ def test_said_yes_and_the_self_check_add_the_witness(toy, rows) -> None:
 def test_the_applied_weight_needs_every_reference(toy, rows) -> None:
     with_ref, without = concepts(toy, rows[0], "other"), concepts(toy, None, "other")
     assert W.applied_weight(toy, with_ref, ["sunny", "other"]) == 1.0
+    assert W.applied_weight(toy, concepts(toy, rows[0], photos={"sunny": rows[:2]}), ["sunny"]) == 1.0
     assert W.applied_weight(toy, without, ["sunny"]) == 0.0
     assert W.applied_weight(toy, with_ref, []) == 0.0
+
+
+def test_yoc_train_keeps_every_training_photo_for_the_witness(tmp_path: Path, yoc_home: Path) -> None:
+    """`yoc train` with a reference photo (the toy recipe) writes the first training photo
+    as the reference and all of them as the witness's photos, in the same order."""
+    from conftest import small_random_backbone
+    from library_images import photos as make_photos
+
+    from yoc_assistant.app.training import train_concept_job
+    from yoc_assistant.library import Library
+    from yoc_assistant.library.concepts import add_concept_from_paths
+    from yoc_assistant.personalize import data
+    from yoc_assistant.personalize.prepare import select_images
+    from yoc_assistant.personalize.trainer import TrainConfig
+
+    bb = small_random_backbone(tmp_path / "bb", 1)
+    with Library.open() as lib:
+        add_concept_from_paths(lib, make_photos(tmp_path / "bo", 4), "bo")
+        lib.add_pool_images(make_photos(tmp_path / "pool", 8, start=100))
+        config = TrainConfig(max_steps=1, batch_size=2, reference_photo=True)
+        outcome = train_concept_job(lib, "bo", backbone=bb, config=config)
+        job = select_images(lib, lib.require_concept("bo"), seed=config.seed)
+        tokens = data.image_tokens(lib, bb, job.train_positives)
+    saved = ConceptVectors.load(outcome.vectors_path, bb)
+    assert len(job.train_positives) == 4  # every photo trains
+    assert saved.photos == [list(tokens[s]) for s in job.train_positives]
+    assert saved.reference == saved.photos[0]
+    assert W.definitions(bb, ConceptSet(bb, [saved]), ["bo"]) is not None

@@ -32,6 +32,7 @@ from yoc_assistant.personalize.prepare import (
     reference_tokens,
     select_images,
     vectors_file,
+    witness_tokens,
 )
 from yoc_assistant.personalize.trainer import (
     EventFn,
@@ -211,6 +212,7 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
     vectors = ConceptVectors.initialize(bb, name, groups, seed=config.seed, words=words)
     if config.reference_photo:
         vectors.reference = reference_tokens(bb, library, job)
+        vectors.photos = witness_tokens(bb, library, job)
     training = build_examples(bb, library, vectors, job, modalities, about=concept.about,
                               seed=config.seed, mirror=config.mirror_photos)
     examples = training.examples

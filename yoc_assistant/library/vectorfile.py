@@ -3,8 +3,9 @@ file must pass before the library calls a concept `ready` (import, `concepts lis
 
 A concept file (written by `personalize.concept.ConceptVectors.save`) is safetensors
 with two float32 tensors, `input_rows` and `output_rows`, both
-`[1 + sum(group sizes), hidden]`, finite, optionally a third, `reference` (int64
-image-token ids of the photo its prompt shows, 1-D), and metadata `format = yoc-concept`
+`[1 + sum(group sizes), hidden]`, finite, optionally `reference` (int64 image-token ids
+of the photo its prompt shows, 1-D) and `photos` (int64 image-token ids of its training
+photos, `[photos, tokens]`, asked by the photo witness), and metadata `format = yoc-concept`
 naming its groups and hidden size. Anything else (another tensor, a 200k-entry header, NaN
 rows, a wrong shape or dtype) is refused here with a short message, so no later
 command trips over it.
@@ -24,6 +25,8 @@ CONCEPT_FORMAT = "yoc-concept"
 TENSORS = ("input_rows", "output_rows")
 REFERENCE = "reference"  # optional: the reference photo's image-token ids (int64, 1-D)
 MAX_REFERENCE = 1 << 16
+PHOTOS = "photos"  # optional: the training photos' image-token ids (int64, [photos, tokens])
+MAX_PHOTOS = 64
 # A concept file's header holds two tensors and a few metadata strings: far below this.
 MAX_HEADER_BYTES = 1 * 2**20
 MAX_FILE_BYTES = 512 * 2**20  # 1 + 4096 rows of 32k hidden, float32, twice: more than any backbone
@@ -110,10 +113,11 @@ def check_concept_bytes(data: bytes, label: str) -> dict[str, str]:
     meta = dict(header.pop("__metadata__", {}) or {})
     if meta.get("format") != CONCEPT_FORMAT:
         raise VectorFileError(f"{label}: not a yoc concept file (format {short(meta.get('format'), 40)!r})")
-    if set(header) - {REFERENCE} != set(TENSORS):
+    if set(header) - {REFERENCE, PHOTOS} != set(TENSORS):
         found = sorted(header)[:4]
         raise VectorFileError(f"{label}: a concept file holds exactly the tensors input_rows and "
-                              f"output_rows, and an optional reference (found {len(header)}: {short(found, 120)})")
+                              f"output_rows, and an optional reference and photos "
+                              f"(found {len(header)}: {short(found, 120)})")
     groups = _groups(meta, label)
     rows = 1 + sum(groups.values())
     try:
@@ -144,6 +148,19 @@ def check_concept_bytes(data: bytes, label: str) -> dict[str, str]:
         first, last = entry["data_offsets"]
         if last - first != shape[0] * 8:
             raise VectorFileError(f"{label}: reference has {last - first} bytes of data, not {shape[0] * 8}")
+        end = max(end, last)
+    if PHOTOS in header:
+        entry = header[PHOTOS]
+        shape = entry.get("shape")
+        if (entry.get("dtype") != "I64" or not isinstance(shape, list) or len(shape) != 2
+                or not all(isinstance(n, int) for n in shape)
+                or not (1 <= shape[0] <= MAX_PHOTOS and 1 <= shape[1] <= MAX_REFERENCE)):
+            raise VectorFileError(f"{label}: its witness photos are not rows of token ids "
+                                  f"({short(entry.get('dtype'), 20)} {short(shape, 40)})")
+        first, last = entry["data_offsets"]
+        if last - first != shape[0] * shape[1] * 8:
+            raise VectorFileError(f"{label}: photos have {last - first} bytes of data, "
+                                  f"not {shape[0] * shape[1] * 8}")
         end = max(end, last)
     if start + end != len(data):
         raise VectorFileError(f"{label}: {len(data) - start - end} bytes more than its tensors")

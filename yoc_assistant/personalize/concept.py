@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 FORMAT = "yoc-concept"
 FORMAT_VERSION = 1
 MAX_REFERENCE_TOKENS = 1 << 16  # a 512x512 Anole photo is 1024
+MAX_WITNESS_PHOTOS = 64  # the photos a concept keeps for the photo witness (a user shows 3-5)
 IDENTIFIER = "identifier"
 GENERATION = "generation"
 UNDERSTANDING = "understanding"
@@ -77,6 +78,9 @@ class ConceptVectors:
     # Image-token ids of one of the concept's photos, shown in its prompt after its rows
     # (`ConceptSet.prompt_ids`); empty: rows only (the paper). See TrainConfig.reference_photo.
     reference: list[int] = field(default_factory=list)
+    # Image-token ids of each of the concept's training photos, asked by the photo witness
+    # (`personalize/witness.py`, which averages their answers); empty: the reference alone.
+    photos: list[list[int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.groups = check_groups(self.groups)
@@ -144,12 +148,13 @@ class ConceptVectors:
 
     def clone(self) -> ConceptVectors:
         return ConceptVectors(self.name, dict(self.groups), self.input_rows.detach().clone(),
-                              self.output_rows.detach().clone(), dict(self.metadata), list(self.reference))
+                              self.output_rows.detach().clone(), dict(self.metadata), list(self.reference),
+                              [list(p) for p in self.photos])
 
     def with_rows(self, input_rows: torch.Tensor, output_rows: torch.Tensor) -> ConceptVectors:
-        """The same concept (name, groups, metadata, reference photo) with other rows."""
+        """The same concept (name, groups, metadata, photos) with other rows."""
         return ConceptVectors(self.name, dict(self.groups), input_rows, output_rows, dict(self.metadata),
-                              list(self.reference))
+                              list(self.reference), [list(p) for p in self.photos])
 
     # -- files --------------------------------------------------------------------------
     def file_metadata(self, bb: Backbone | None = None) -> dict[str, str]:
@@ -178,6 +183,11 @@ class ConceptVectors:
         }
         if self.reference:
             tensors["reference"] = torch.tensor(self.reference, dtype=torch.int64)
+        if self.photos:
+            if len({len(p) for p in self.photos}) != 1 or len(self.photos) > MAX_WITNESS_PHOTOS:
+                raise UserInputError(f"concept {self.name!r}: its witness photos must be 1..{MAX_WITNESS_PHOTOS} "
+                                     "photos of one backbone (as many image tokens each); not saved")
+            tensors["photos"] = torch.tensor(self.photos, dtype=torch.int64)
         target = Path(path)
         with atomic_path(target) as tmp:
             save_file(tensors, str(tmp), metadata=self.file_metadata(bb))
@@ -194,6 +204,9 @@ class ConceptVectors:
             image_ids = set(backbone.image_vocab.bpe_ids.tolist())
             if any(t not in image_ids for t in vectors.reference):
                 raise UserInputError(f"{target}: its reference photo holds ids that are not this "
+                                     f"backbone's image tokens (corrupt file)")
+            if any(t not in image_ids for p in vectors.photos for t in p):
+                raise UserInputError(f"{target}: its witness photos hold ids that are not this "
                                      f"backbone's image tokens (corrupt file)")
         return vectors
 
@@ -232,20 +245,26 @@ def _from_file(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str
         name = meta["concept"]
     except (KeyError, ValueError, TypeError, RecursionError) as err:
         raise UserInputError(f"{path}: concept metadata is damaged ({short(repr(err))})") from None
-    if not {"input_rows", "output_rows"} <= set(tensors) <= {"input_rows", "output_rows", "reference"}:
+    if not {"input_rows", "output_rows"} <= set(tensors) <= {"input_rows", "output_rows", "reference", "photos"}:
         raise UserInputError(f"{path}: expected tensors input_rows and output_rows (and a reference "
-                             f"photo), found {len(tensors)}: {short(sorted(tensors)[:4], 120)}")
+                             f"photo, witness photos), found {len(tensors)}: {short(sorted(tensors)[:4], 120)}")
     reference = tensors.pop("reference", None)
     if reference is not None and (reference.dim() != 1 or reference.dtype != torch.int64 or
                                   reference.numel() > MAX_REFERENCE_TOKENS or bool((reference < 0).any())):
         raise UserInputError(f"{path}: the reference photo is not a list of image-token ids (corrupt file)")
+    photos = tensors.pop("photos", None)
+    if photos is not None and (photos.dim() != 2 or photos.dtype != torch.int64 or
+                               not 1 <= photos.shape[0] <= MAX_WITNESS_PHOTOS or
+                               photos.shape[1] > MAX_REFERENCE_TOKENS or bool((photos < 0).any())):
+        raise UserInputError(f"{path}: the witness photos are not rows of image-token ids (corrupt file)")
     rows = {k: v.to(torch.float32) for k, v in tensors.items()}
     for key, value in rows.items():
         if not bool(torch.isfinite(value).all()):
             raise UserInputError(f"{path}: {key} holds NaN or infinite values (corrupt file)")
     try:
         vectors = ConceptVectors(name, groups, rows["input_rows"], rows["output_rows"], meta,
-                                 [] if reference is None else [int(t) for t in reference.tolist()])
+                                 [] if reference is None else [int(t) for t in reference.tolist()],
+                                 [] if photos is None else [[int(t) for t in p] for p in photos.tolist()])
     except UserInputError as err:
         raise UserInputError(f"{path}: {err}") from None
     if str(vectors.hidden_size) != meta.get("hidden_size", str(vectors.hidden_size)):

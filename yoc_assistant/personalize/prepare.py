@@ -222,6 +222,15 @@ def reference_tokens(bb: Backbone, library: Any, job: JobData) -> list[int]:
     return list(data.image_tokens(library, bb, [first])[first])
 
 
+def witness_tokens(bb: Backbone, library: Any, job: JobData) -> list[list[int]]:
+    """The image tokens of every training photo, in hash order (the first is the reference):
+    the photos the concept's photo witness asks (`personalize/witness.py`)."""
+    from yoc_assistant.personalize import data
+
+    tokens = data.image_tokens(library, bb, job.train_positives)
+    return [list(tokens[s]) for s in job.train_positives]
+
+
 def make_evaluator(bb: Backbone, library: Any, name: str, job: JobData, notes: list[str],
                    clip_device: str = "cpu", shared_clip: SharedClip | None = None,
                    ) -> Callable[[ConceptVectors], dict[str, float]] | None:

@@ -307,7 +307,8 @@ def rows_snapshot(template: ConceptVectors, rows: Sequence[torch.Tensor], step: 
     """The concept's rows as they are now, on the CPU, marked with the step."""
     meta = {**template.metadata, "trained_steps": str(step)}
     return ConceptVectors(template.name, dict(template.groups), rows[0].detach().cpu().clone(),
-                          rows[1].detach().cpu().clone(), meta, list(template.reference))
+                          rows[1].detach().cpu().clone(), meta, list(template.reference),
+                          [list(p) for p in template.photos])
 
 
 # -- the trainer ------------------------------------------------------------------------------

@@ -1,21 +1,24 @@
-"""The photo witness: a yes/no about a photo, seconded by the concept's reference photo.
+"""The photo witness: a yes/no about a photo, seconded by the concept's own photos.
 
 A concept trained with a reference photo (`TrainConfig.reference_photo`; its prompt is
 `<x> is <rows> <photo> .`) answers "Is <x> in this photo?" from its rows and that photo
-together. The backbone can also answer from the photo alone, untrained: asked under the
+together. The backbone can also answer from a photo alone, untrained: asked under the
 definition `<w> is <photo> .`, where `<w>` is a fresh identifier (the pretraining's
 definition shape; the ablation harness's image-prompt variant). The two err
 differently: on the toy backbone the photo alone rejects the same named thing with
 another accent more often, the trained rows everything else, and the sum of their
 Yes-over-No margins decides better than either (docs/toyworld.md, "The photo witness").
+One photo is a noisy witness; the mean over every training photo the concept keeps
+(`ConceptVectors.photos`) is a steadier one ("Every photo as witness").
 
 So when a request about a photo is answered Yes or No, and every concept it mentions has
-a reference photo, the same prompt is run once more with each concept's prompt replaced
-by its definition (`swap_prompt`; no group is forced, a definition has no rows), and
-`weight` times that prompt's margin is added to the Yes logit before the decision
-(`backbone.generation.decide_first`). `yoc ask`'s text modality, `yoc eval`'s
-recognition (`evaluate.recognition_accuracy`), the trainer's checkpoint choice and the
-self-check of pictures all decide this way, so every figure describes what users get.
+photos, the same prompt is run once more per photo with each concept's prompt replaced
+by a definition (`swap_prompt`; no group is forced, a definition has no rows), and
+`weight` times the mean of those prompts' margins is added to the Yes logit before the
+decision (`backbone.generation.decide_first`). The prompts have one length and share one
+batched pass. `yoc ask`'s text modality, `yoc eval`'s recognition
+(`evaluate.recognition_accuracy`), the trainer's checkpoint choice and the self-check of
+pictures all decide this way, so every figure describes what users get.
 
 The weight is the checkpoint's (`yoc_photo_witness` in its config.json, measured on the
 toy backbone), else 0: no witness on a backbone where it has not been measured (Anole).
@@ -47,28 +50,36 @@ def weight_of(bb: Any) -> float:
 
 def applied_weight(bb: Any, concepts: Any, names: Sequence[str]) -> float:
     """The witness weight for questions about these concepts: the checkpoint's, or 0
-    when one of them has no reference photo."""
+    when one of them has no photo to ask."""
     weight = weight_of(bb)
     if weight <= 0 or concepts is None or not names:
         return 0.0
-    return weight if all(concepts.get(n).reference for n in names) else 0.0
+    return weight if all(photos_of(concepts.get(n)) for n in names) else 0.0
 
 
-def definitions(bb: Any, concepts: Any, names: Sequence[str]) -> Any:
-    """A ConceptSet holding, for each of `names`, its definition: the same name and
-    reference photo, no rows (prompt `<w> is <photo> .`), a fresh identifier. None when
-    `names` is empty or one of them has no reference photo (the witness would not know it)."""
+def photos_of(vec: Any) -> list[list[int]]:
+    """The photos a concept's witness asks: its training photos (`ConceptVectors.photos`),
+    else its reference photo alone (concept files written before photos were kept)."""
+    return [list(p) for p in vec.photos] or ([list(vec.reference)] if vec.reference else [])
+
+
+def definitions(bb: Any, concepts: Any, names: Sequence[str]) -> list[Any] | None:
+    """ConceptSets of definitions, one per witness photo: the k-th holds, for each of
+    `names`, the same name with its k-th photo and no rows (prompt `<w> is <photo> .`, a
+    fresh identifier; a concept with fewer photos starts its own again). None when `names`
+    is empty or one of them has no photo (the witness would not know it). Every set has
+    the same rows, so any one's `extra` serves the prompts of all."""
     from yoc_assistant.personalize.concept import ConceptSet
 
     if concepts is None or not names:
         return None
-    out = []
-    for name in names:
-        vec = concepts.get(name)
-        if not vec.reference:
-            return None
-        out.append(dataclasses.replace(_fresh_identifier(bb), name=name, reference=list(vec.reference)))
-    return ConceptSet(bb, out)
+    photos = {name: photos_of(concepts.get(name)) for name in names}
+    if not all(photos.values()):
+        return None
+    fresh = _fresh_identifier(bb)
+    return [ConceptSet(bb, [dataclasses.replace(fresh, name=n, reference=photos[n][k % len(photos[n])])
+                            for n in names])
+            for k in range(max(len(p) for p in photos.values()))]
 
 
 # backbone -> its untrained identifier row; the backbone's weights are frozen.
@@ -102,19 +113,21 @@ def swap_prompt(prompt_ids: Sequence[int], concepts: Any, defined: Any, names: S
 
 @dataclass
 class Witness:
-    """One request's witness: its prompt with definitions, and the weight of its margin."""
+    """One request's witness: its prompt once per witness photo, and the weight of the
+    mean margin."""
 
-    prompt_ids: list[int]
+    prompts: list[list[int]]
     extra: Any  # the definitions' ExtraTokens
     weight: float
     _margin: float | None = field(default=None, repr=False)
 
     def margin(self, bb: Any) -> float:
-        """logit(Yes) - logit(No) after the witness prompt (one pass, computed once)."""
+        """logit(Yes) - logit(No) after the witness prompts, averaged over the photos (one
+        batched pass, computed once)."""
         if self._margin is None:
             from yoc_assistant.personalize.selfcheck import yes_margins
 
-            self._margin = float(yes_margins(bb, [self.prompt_ids], self.extra)[0])
+            self._margin = float(yes_margins(bb, self.prompts, self.extra).mean())
         return self._margin
 
     def yes_no_bias(self, bb: Any) -> list[float]:
@@ -125,14 +138,14 @@ class Witness:
 def for_request(bb: Any, prompt_ids: Sequence[int], concepts: Any, names: Sequence[str],
                 has_photo: bool, weight: float | None = None) -> Witness | None:
     """The witness of a routed request (its prompt without forced groups), or None: no
-    photo in the request, a zero weight, or a mentioned concept without reference photo."""
+    photo in the request, a zero weight, or a mentioned concept without photos."""
     weight = weight_of(bb) if weight is None else float(weight)
     if not has_photo or weight <= 0:
         return None
     defined = definitions(bb, concepts, names)
     if defined is None:
         return None
-    return Witness(swap_prompt(prompt_ids, concepts, defined, names), defined.extra, weight)
+    return Witness([swap_prompt(prompt_ids, concepts, d, names) for d in defined], defined[0].extra, weight)
 
 
 def recognition_prompt(bb: Any, defined: Any, name: str, image: Sequence[int], question: str) -> list[int]:
@@ -144,16 +157,18 @@ def recognition_prompt(bb: Any, defined: Any, name: str, image: Sequence[int], q
 
 def recognition_margins(bb: Any, concepts: Any, name: str, images: Sequence[Sequence[int]],
                         question: str, weight: float | None = None) -> torch.Tensor | None:
-    """`weight` x the witness margin [N] for the question about each image (image-token
-    lists), or None when there is no witness (zero weight, no reference photo)."""
+    """`weight` x the witness margin [N] (the mean over the concept's witness photos) for
+    the question about each image (image-token lists), or None when there is no witness
+    (zero weight, no photo)."""
     from yoc_assistant.personalize.selfcheck import yes_margins
 
     weight = weight_of(bb) if weight is None else float(weight)
     defined = definitions(bb, concepts, [name]) if weight > 0 else None
     if defined is None or not images:
         return None
-    prompts = [recognition_prompt(bb, defined, name, im, question) for im in images]
-    return weight * yes_margins(bb, prompts, defined.extra)
+    prompts = [recognition_prompt(bb, d, name, im, question) for im in images for d in defined]
+    margins = yes_margins(bb, prompts, defined[0].extra).view(len(images), len(defined))
+    return weight * margins.mean(dim=1)
 
 
 def yes_no_bias(margins: torch.Tensor | None) -> torch.Tensor | None:

@@ -334,7 +334,7 @@ def variant_examples(bb: Any, name: str, bench: Bench, config: Any, seed: int,
     plugins = load_plugins()
     vec = ConceptVectors.initialize(bb, NAME, plugins.group_sizes() or None, seed=seed, words=words)
     if config.reference_photo and name != "no-concept":  # as `yoc train` does (its first photo)
-        vec.reference = list(bench.photos[0])
+        vec.reference, vec.photos = list(bench.photos[0]), [list(p) for p in bench.photos]
     if name in ("no-concept", "caption-init"):
         return vec, [], []
     positives = bench.photos + (bench.mirrored if config.mirror_photos else [])
