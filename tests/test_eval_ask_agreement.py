@@ -129,3 +129,40 @@ def test_eval_and_ask_agree_with_the_photo_witness(toy, trained, tmp_path: Path)
     assert asked == witnessed
     assert report["positive"] == sum(witnessed[:len(pos)]) / len(pos)
     assert report["negative"] == sum(not y for y in witnessed[len(pos):]) / len(neg)
+
+
+def test_eval_and_ask_agree_with_the_description_veto(toy, trained, tmp_path: Path) -> None:
+    """A concept whose description says it is something else (here: a plain pink
+    triangle, for an orange star) has its own photos vetoed; `yoc ask` and `yoc eval`
+    veto alike, from the description the concept file keeps."""
+    import dataclasses
+    import json
+
+    from yoc_assistant.backbone import Backbone
+    from yoc_assistant.personalize import witness as W
+
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    for f in TOY.iterdir():
+        (folder / f.name).symlink_to(f)
+    config = json.loads((TOY / "config.json").read_text())
+    (folder / "config.json").unlink()
+    (folder / "config.json").write_text(json.dumps({**config, "yoc_description_veto": 0.0}))
+    bb = Backbone.load(str(folder), precision="fp32", device="cpu")
+    pos, neg = _photos()
+    rows = [r.tolist() for r in bb.encode_images(pos + neg)]
+    plain = dataclasses.replace(trained, reference=rows[0], photos=rows[:5], metadata=dict(trained.metadata))
+    vec = plain.clone()
+    W.describe(vec, "colour: pink\nsunny is a plain pink triangle.\nsunny was a gift.")
+    assert vec.metadata[W.DESCRIPTION] == "a plain pink triangle"
+    question = "Is {name} in this photo?"
+    concepts = ConceptSet(bb, [vec])
+    prompts = [E.forced_recognition_prompt(bb, concepts, "sunny", r, question) for r in rows]
+    vetoed = E.said_yes(bb, concepts, "sunny", prompts, W.recognition_margins(bb, concepts, "sunny", rows, question))
+    unvetoed = E.said_yes(bb, ConceptSet(bb, [plain]), "sunny", prompts,
+                          W.recognition_margins(bb, ConceptSet(bb, [plain]), "sunny", rows, question))
+    assert sum(vetoed[:len(pos)]) < sum(unvetoed[:len(pos)]), "the wrong description should veto its own photos"
+    assert all(u or not v for v, u in zip(vetoed, unvetoed, strict=True))  # a veto only ever says No
+    asked, report = _ask_and_eval(bb, vec, tmp_path)
+    assert asked == vetoed
+    assert report["positive"] == sum(vetoed[:len(pos)]) / len(pos)

@@ -219,3 +219,80 @@ def test_yoc_train_keeps_every_training_photo_for_the_witness(tmp_path: Path, yo
     assert saved.photos == [list(tokens[s]) for s in job.train_positives]
     assert saved.reference == saved.photos[0]
     assert W.definitions(bb, ConceptSet(bb, [saved]), ["bo"]) is not None
+
+
+# -- the description's veto --------------------------------------------------------------------
+def test_a_description_is_the_definition_sentence_of_the_about_text() -> None:
+    from yoc_assistant.personalize.data import definition_of
+
+    about = "colour: orange\nshape: star\nsunny is a dotted orange star.\nsunny was a gift from my friend.\n"
+    assert definition_of(about, "sunny") == "a dotted orange star"
+    assert definition_of("He likes balls. <Bo> is my brown dachshund!", "bo") == "my brown dachshund"
+    assert definition_of("bo: is a dog\n# bo is a comment", "bo") is None  # a fact and a comment
+    assert definition_of("bo was a gift.", "bo") is None and definition_of(None, "bo") is None
+    assert definition_of("bo is " + "very " * 40 + "old.", "bo") is None  # a paragraph, not a definition
+    vec = ConceptVectors(name="sunny", groups={"g": 1}, input_rows=torch.zeros(2, 4), output_rows=torch.zeros(2, 4))
+    W.describe(vec, about)
+    assert vec.metadata[W.DESCRIPTION] == "a dotted orange star"
+    W.describe(vec, "sunny was a gift.")
+    assert W.DESCRIPTION not in vec.metadata
+
+
+def test_the_veto_is_the_checkpoints(toy, tmp_path: Path) -> None:
+    from yoc_assistant.backbone.loading import description_veto_of
+
+    assert W.veto_of(toy) == 1.0  # the toy backbone's, measured (docs/toyworld.md)
+    for value, expected in ((2.5, 2.5), (0, 0.0), (-1, None), ("1", None), (True, None), (None, None)):
+        (tmp_path / "config.json").write_text(json.dumps({"yoc_description_veto": value}))
+        assert description_veto_of(tmp_path) == expected, value
+
+
+def _described(bb, rows, words: str = "a dotted orange star") -> ConceptSet:  # noqa: ANN001
+    cs = concepts(bb, rows[0], photos={"sunny": rows[:3]})
+    cs.get("sunny").metadata[W.DESCRIPTION] = words
+    return cs
+
+
+def test_the_veto_prompt_is_the_request_asked_of_the_description(toy, rows, photos) -> None:
+    cs = _described(toy, rows)
+    router = Router(toy, PluginManager())
+    prompt = router.build_prompt(Request("Is <sunny> here?", images=[photos[4]]), cs)
+    witness = W.for_request(toy, prompt, cs, ["sunny"], has_photo=True)
+    defined = W.definitions(toy, cs, ["sunny"])[0]
+    words = [defined.identifier_id("sunny"), *toy.tokenize(" is"), *toy.tokenize(" a dotted orange star"),
+             *toy.tokenize(".")]
+    assert W.description_prompts(toy, cs, ["sunny"], defined) == {"sunny": words}
+    own = cs.prompt_ids("sunny")
+    at = next(i for i in range(len(prompt)) if prompt[i:i + len(own)] == own)
+    assert witness.veto_prompt == prompt[:at] + words + prompt[at + len(own):]
+    assert witness.veto_at == 1.0
+    # no description, or a checkpoint without a veto: no veto prompt
+    assert W.for_request(toy, prompt, concepts(toy, rows[0]), ["sunny"], has_photo=True).veto_prompt is None
+
+
+def test_a_veto_answers_no_whatever_the_photos_say(toy, rows) -> None:
+    cs = _described(toy, rows)
+    defined = W.definitions(toy, cs, ["sunny"])[0]
+    words = W.description_prompts(toy, cs, ["sunny"], defined)["sunny"]
+    prompt = W.recognition_prompt(toy, defined, "sunny", rows[4], QUESTION, words)
+    said = float(selfcheck.yes_margins(toy, [prompt], defined.extra)[0])
+    photo_prompts = [W.recognition_prompt(toy, d, "sunny", rows[4], QUESTION) for d in W.definitions(toy, cs, ["sunny"])]
+    # vetoed when the description's margin is at most -veto_at
+    strict = W.Witness(photo_prompts, defined.extra, 1.0, prompt, veto_at=-said - 0.5)
+    lenient = W.Witness(photo_prompts, defined.extra, 1.0, prompt, veto_at=-said + 0.5)
+    assert strict.vetoed(toy) and strict.yes_no_bias(toy) == [W.VETO, 0.0]
+    assert not lenient.vetoed(toy) and lenient.yes_no_bias(toy)[0] == pytest.approx(lenient.margin(toy))
+
+
+def test_recognition_margins_veto_where_the_description_says_no(toy, rows) -> None:
+    cs = _described(toy, rows)
+    defined = W.definitions(toy, cs, ["sunny"])[0]
+    words = W.description_prompts(toy, cs, ["sunny"], defined)["sunny"]
+    said = selfcheck.yes_margins(toy, [W.recognition_prompt(toy, defined, "sunny", r, QUESTION, words) for r in rows],
+                                 defined.extra)
+    unvetoed = concepts(toy, rows[0], photos={"sunny": rows[:3]})
+    plain = W.recognition_margins(toy, unvetoed, "sunny", rows, QUESTION)
+    got = W.recognition_margins(toy, cs, "sunny", rows, QUESTION)
+    expected = torch.where(said <= -1.0, torch.full_like(plain, W.VETO), plain)
+    assert torch.allclose(got, expected)
+    assert 0 < int((got == W.VETO).sum()) < len(rows), "the example photos should be vetoed in part"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from yoc_assistant.app.quality import measure_quality
+from yoc_assistant.personalize import witness
 from yoc_assistant.personalize.checkpoints import clear_run_dir
 from yoc_assistant.personalize.concept import DEFAULT_GROUPS, ConceptVectors
 from yoc_assistant.personalize.prepare import (
@@ -213,6 +214,7 @@ def _run_job(library: Any, concept: Any, backbone: Backbone | None, config: Trai
     if config.reference_photo:
         vectors.reference = reference_tokens(bb, library, job)
         vectors.photos = witness_tokens(bb, library, job)
+    witness.describe(vectors, concept.about)  # the description's veto (personalize/witness.py)
     training = build_examples(bb, library, vectors, job, modalities, about=concept.about,
                               seed=config.seed, mirror=config.mirror_photos)
     examples = training.examples

@@ -120,6 +120,16 @@ def photo_witness_of(folder: Path) -> float:
     return 0.0
 
 
+def description_veto_of(folder: Path) -> float | None:
+    """How clearly a concept's own description must say No to veto a witnessed Yes
+    (config.json `yoc_description_veto`: a Yes-over-No margin of at most minus this;
+    `personalize.witness`; measured on the toy backbone), else None: no veto."""
+    value = _yoc_setting(folder, "yoc_description_veto")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100:
+        return float(value)
+    return None
+
+
 def caption_prompt_of(folder: Path) -> str | None:
     """The prompt a small checkpoint was taught to describe a photo with (config.json
     `yoc_caption_prompt`: the toy backbone's), else None: any wording works."""

@@ -21,7 +21,8 @@ from yoc_assistant.library.concepts import NoUsablePhotosError, add_concept_from
 @click.command("add-concept")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="Short name: letters, digits, '-' and '_' (used as <name>).")
-@click.option("--about", help="What it is, in your words (used for question answering).")
+@click.option("--about", help="What it is, in your words: 'key: value' facts and sentences such as 'bo is my brown "
+              "dachshund.' (used for question answering and to check answers about photos).")
 @click.option("--display-name", help="A friendlier name to show (any characters).")
 @click.option("--no-train", is_flag=True, help="Only store the photos; train later with `yoc train NAME`.")
 @click.option("--recursive", "-r", is_flag=True, help="Read the photos in subfolders too.")

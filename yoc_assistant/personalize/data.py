@@ -255,6 +255,24 @@ def parse_about(text: str | None, name: str) -> list[tuple[str, str]]:
     return pairs
 
 
+MAX_DESCRIPTION = 120  # characters: a definition, not a paragraph
+
+
+def definition_of(text: str | None, name: str) -> str | None:
+    """What the description says the concept *is*: the rest of its first free-text
+    sentence of the form "<name> is ..." ("sunny is a dotted orange star." -> "a dotted
+    orange star"), else None. `key: value` lines are facts, not definitions."""
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or _FACT.match(line):
+            continue
+        for sentence in _SENTENCE_END.split(line):
+            found = re.match(r"^\{name\}\s+is\s+(.+?)\s*[.!]?$", mark_name(sentence.strip(), name))
+            if found and "{name}" not in found.group(1) and len(found.group(1)) <= MAX_DESCRIPTION:
+                return found.group(1)
+    return None
+
+
 def qa_examples(ctx: BuildContext, group: str = UNDERSTANDING) -> list[Example]:
     bb, tokens = ctx.backbone, ctx.group(group)
     out = []

@@ -20,8 +20,19 @@ batched pass. `yoc ask`'s text modality, `yoc eval`'s recognition
 (`evaluate.recognition_accuracy`), the trainer's checkpoint choice and the self-check of
 pictures all decide this way, so every figure describes what users get.
 
+The description's veto: the photos and the rows both take a lookalike one named
+attribute away (a striped *green* heart for a striped blue one) for the concept more
+often than its words do. Where the checkpoint sets `yoc_description_veto` (the toy
+backbone), a concept whose description says what it is ("sunny is a dotted orange
+star.", kept as metadata `description` when it is trained, `describe`) has the same
+request asked once more of `<w> is a dotted orange star .`; a margin of Yes over No of at
+most minus that value makes the answer No whatever the photos say (`VETO`). The words
+cannot overrule a No (they take the same named thing with another accent for the
+concept: they *are* its description), only deny a Yes.
+
 The weight is the checkpoint's (`yoc_photo_witness` in its config.json, measured on the
 toy backbone), else 0: no witness on a backbone where it has not been measured (Anole).
+The veto needs the witness: it applies where the witness does.
 """
 
 from __future__ import annotations
@@ -38,6 +49,11 @@ from yoc_assistant.personalize import data
 
 # Definition rows start as a new concept's identifier does (ConceptVectors.initialize).
 DEFINITION_SEED = 0
+# Concept metadata: what the concept's description says it is (`data.definition_of`).
+DESCRIPTION = "description"
+# The Yes offset of a vetoed answer: no margin overcomes it (a decision, and the self-check
+# ranks such a picture last).
+VETO = -1.0e4
 
 
 def weight_of(bb: Any) -> float:
@@ -55,6 +71,38 @@ def applied_weight(bb: Any, concepts: Any, names: Sequence[str]) -> float:
     if weight <= 0 or concepts is None or not names:
         return 0.0
     return weight if all(photos_of(concepts.get(n)) for n in names) else 0.0
+
+
+def veto_of(bb: Any) -> float | None:
+    """The checkpoint's description veto (config.json `yoc_description_veto`), else None."""
+    from yoc_assistant.backbone.loading import description_veto_of
+
+    folder = getattr(bb, "checkpoint_dir", None)
+    return None if folder is None else description_veto_of(folder)
+
+
+def describe(vec: Any, about: str | None) -> None:
+    """Keep in the concept's metadata what its description says it is ("sunny is a dotted
+    orange star." -> "a dotted orange star"), the words of the veto; none: no veto."""
+    words = data.definition_of(about, vec.name)
+    if words:
+        vec.metadata[DESCRIPTION] = words
+    else:
+        vec.metadata.pop(DESCRIPTION, None)
+
+
+def description_prompts(bb: Any, concepts: Any, names: Sequence[str], defined: Any) -> dict[str, list[int]] | None:
+    """For each of `names`, its description as a definition under the fresh identifier
+    (`<w> is a dotted orange star .`, the pretraining's words definition), or None when
+    one of them has no description (concept files trained before descriptions were kept)."""
+    out = {}
+    for name in names:
+        words = str(concepts.get(name).metadata.get(DESCRIPTION, "")).strip()
+        if not words or len(words) > data.MAX_DESCRIPTION:
+            return None
+        out[name] = [defined.identifier_id(name), *bb.tokenize(" is"), *bb.tokenize(" " + words),
+                     *bb.tokenize(".")]
+    return out
 
 
 def photos_of(vec: Any) -> list[list[int]]:
@@ -97,12 +145,15 @@ def _fresh_identifier(bb: Any) -> Any:
     return _FRESH[bb]
 
 
-def swap_prompt(prompt_ids: Sequence[int], concepts: Any, defined: Any, names: Sequence[str]) -> list[int]:
+def swap_prompt(prompt_ids: Sequence[int], concepts: Any, defined: Any, names: Sequence[str],
+                replacements: dict[str, list[int]] | None = None) -> list[int]:
     """The request prompt (the router's: concept prompts, photos, text) with each named
-    concept's prompt replaced by its definition and its identifier by the definition's."""
+    concept's prompt replaced by its definition (or by `replacements[name]`) and its
+    identifier by the definition's."""
     out = [int(t) for t in prompt_ids]
     for name in names:
-        own, other = list(concepts.prompt_ids(name)), list(defined.prompt_ids(name))
+        own = list(concepts.prompt_ids(name))
+        other = list(defined.prompt_ids(name) if replacements is None else replacements[name])
         at = next((i for i in range(len(out) - len(own) + 1) if out[i:i + len(own)] == own), None)
         if at is None:
             raise ValueError(f"the prompt does not hold concept {name!r}'s prompt")
@@ -114,12 +165,26 @@ def swap_prompt(prompt_ids: Sequence[int], concepts: Any, defined: Any, names: S
 @dataclass
 class Witness:
     """One request's witness: its prompt once per witness photo, and the weight of the
-    mean margin."""
+    mean margin; with a veto, the prompt asked of the descriptions and how clearly they
+    must say No."""
 
     prompts: list[list[int]]
     extra: Any  # the definitions' ExtraTokens
     weight: float
+    veto_prompt: list[int] | None = None
+    veto_at: float = 0.0
     _margin: float | None = field(default=None, repr=False)
+    _vetoed: bool | None = field(default=None, repr=False)
+
+    def vetoed(self, bb: Any) -> bool:
+        """Whether the descriptions say No by at least `veto_at` (one pass, computed once)."""
+        if self.veto_prompt is None:
+            return False
+        if self._vetoed is None:
+            from yoc_assistant.personalize.selfcheck import yes_margins
+
+            self._vetoed = float(yes_margins(bb, [self.veto_prompt], self.extra)[0]) <= -self.veto_at
+        return self._vetoed
 
     def margin(self, bb: Any) -> float:
         """logit(Yes) - logit(No) after the witness prompts, averaged over the photos (one
@@ -132,7 +197,7 @@ class Witness:
 
     def yes_no_bias(self, bb: Any) -> list[float]:
         """Offsets for the decisive ids [Yes, No] (`generate_text(decisive_bias=)`)."""
-        return [self.weight * self.margin(bb), 0.0]
+        return [VETO if self.vetoed(bb) else self.weight * self.margin(bb), 0.0]
 
 
 def for_request(bb: Any, prompt_ids: Sequence[int], concepts: Any, names: Sequence[str],
@@ -145,21 +210,31 @@ def for_request(bb: Any, prompt_ids: Sequence[int], concepts: Any, names: Sequen
     defined = definitions(bb, concepts, names)
     if defined is None:
         return None
-    return Witness([swap_prompt(prompt_ids, concepts, d, names) for d in defined], defined[0].extra, weight)
+    witness = Witness([swap_prompt(prompt_ids, concepts, d, names) for d in defined], defined[0].extra, weight)
+    veto = veto_of(bb)
+    described = None if veto is None else description_prompts(bb, concepts, names, defined[0])
+    if described is not None:
+        witness.veto_prompt = swap_prompt(prompt_ids, concepts, defined[0], names, described)
+        witness.veto_at = veto
+    return witness
 
 
-def recognition_prompt(bb: Any, defined: Any, name: str, image: Sequence[int], question: str) -> list[int]:
+def recognition_prompt(bb: Any, defined: Any, name: str, image: Sequence[int], question: str,
+                       definition: Sequence[int] | None = None) -> list[int]:
     """The witness prompt of "Is <name> in this photo?" about `image`, laid out as
-    `evaluate.forced_recognition_prompt` lays out the concept's (without the group)."""
+    `evaluate.forced_recognition_prompt` lays out the concept's (without the group);
+    `definition`: another definition of the name than its photo's (the description's)."""
     q = data.text_ids(bb, question, defined.identifier_id(name))
-    return data.recognition_prompt(bb, defined.prompt_ids(name), image, q, image_first=True)
+    prefix = defined.prompt_ids(name) if definition is None else list(definition)
+    return data.recognition_prompt(bb, prefix, image, q, image_first=True)
 
 
 def recognition_margins(bb: Any, concepts: Any, name: str, images: Sequence[Sequence[int]],
                         question: str, weight: float | None = None) -> torch.Tensor | None:
     """`weight` x the witness margin [N] (the mean over the concept's witness photos) for
-    the question about each image (image-token lists), or None when there is no witness
-    (zero weight, no photo)."""
+    the question about each image (image-token lists), VETO where the concept's
+    description says No clearly enough, or None when there is no witness (zero weight, no
+    photo)."""
     from yoc_assistant.personalize.selfcheck import yes_margins
 
     weight = weight_of(bb) if weight is None else float(weight)
@@ -168,7 +243,14 @@ def recognition_margins(bb: Any, concepts: Any, name: str, images: Sequence[Sequ
         return None
     prompts = [recognition_prompt(bb, d, name, im, question) for im in images for d in defined]
     margins = yes_margins(bb, prompts, defined[0].extra).view(len(images), len(defined))
-    return weight * margins.mean(dim=1)
+    out = weight * margins.mean(dim=1)
+    veto = veto_of(bb)
+    described = None if veto is None else description_prompts(bb, concepts, [name], defined[0])
+    if described is not None:
+        said = yes_margins(bb, [recognition_prompt(bb, defined[0], name, im, question, described[name])
+                                for im in images], defined[0].extra)
+        out = torch.where(said <= -veto, torch.full_like(out, VETO), out)
+    return out
 
 
 def yes_no_bias(margins: torch.Tensor | None) -> torch.Tensor | None:

@@ -329,12 +329,15 @@ def variant_examples(bb: Any, name: str, bench: Bench, config: Any, seed: int,
     from yoc_assistant.app.plugins import load_plugins
     from yoc_assistant.personalize.concept import ConceptSet, ConceptVectors
     from yoc_assistant.personalize.prepare import training_data
+    from yoc_assistant.personalize.witness import describe
 
     words = [] if name in ("no-concept", "blank-init") or not config.init_from_photos else bench.words
     plugins = load_plugins()
     vec = ConceptVectors.initialize(bb, NAME, plugins.group_sizes() or None, seed=seed, words=words)
     if config.reference_photo and name != "no-concept":  # as `yoc train` does (its first photo)
         vec.reference, vec.photos = list(bench.photos[0]), [list(p) for p in bench.photos]
+    if name != "no-concept":  # the description's veto, from the about text, as `yoc train` keeps it
+        describe(vec, about_text(NAME, bench.thing))
     if name in ("no-concept", "caption-init"):
         return vec, [], []
     positives = bench.photos + (bench.mirrored if config.mirror_photos else [])

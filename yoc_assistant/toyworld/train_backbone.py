@@ -49,14 +49,19 @@ from yoc_assistant.toyworld.common import (
 # (`personalize.selfcheck`; measured with the harness, docs/toyworld.md "Self-check").
 # `yoc_photo_witness`: the weight of the reference photo's own answer in a yes/no about a
 # photo (`personalize.witness`; measured with the harness, docs/toyworld.md "The photo witness").
+# `yoc_description_veto`: how clearly the concept's own description ("sunny is a dotted orange
+# star.") must say No to turn a witnessed Yes into No (a margin of at most minus this;
+# docs/toyworld.md "Every photo as witness, and the description's veto").
 # `yoc_recipe`: how concepts are trained on this backbone by every entry point (add-concept,
 # train, the chat app, the demo), measured with the ablation harness (docs/toyworld.md).
 RECIPE: dict[str, Any] = {"steps": 1600, "lr": 0.001, "batch_size": 4, "checkpoint_every": 200,
                           "eval_every": 800, "reference_photo": True, "hard_negatives": "shared-top"}
 DRAW_CANDIDATES = 8
 PHOTO_WITNESS = 1.0
+DESCRIPTION_VETO = 1.0
 YOC_SETTINGS: dict[str, Any] = {"yoc_name": "yoc-toy", "yoc_cfg_scale": 1.0, "yoc_draw_candidates": DRAW_CANDIDATES,
-                                "yoc_photo_witness": PHOTO_WITNESS, "yoc_caption_prompt": "describe this photo .",
+                                "yoc_photo_witness": PHOTO_WITNESS, "yoc_description_veto": DESCRIPTION_VETO,
+                                "yoc_caption_prompt": "describe this photo .",
                                 "yoc_recipe": RECIPE}
 
 MODEL: dict[str, int] = {"hidden_size": 192, "num_layers": 4, "num_heads": 4, "intermediate_size": 512}
