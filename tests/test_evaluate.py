@@ -78,6 +78,11 @@ def test_recognition_accuracy_in_range_and_equal_to_the_one_pass_path(bb, concep
     fast = E._last_logits(bb, [E.forced_recognition_prompt(bb, concepts, "bo", images[0])], concepts.extra)[0]
     slow = bb.next_token_logits(E.forced_recognition_prompt(bb, concepts, "bo", images[0]), extra=concepts.extra)
     assert torch.allclose(fast, slow, atol=1e-4)
+    # a batch of rows that share the concept's prompt runs it once: the same logits
+    prompts = [E.forced_recognition_prompt(bb, concepts, "bo", im) for im in images]
+    batched = E._last_logits(bb, prompts, concepts.extra)
+    for prompt, row in zip(prompts, batched, strict=True):
+        assert torch.allclose(row, bb.next_token_logits(prompt, extra=concepts.extra), atol=1e-4)
 
 
 def test_recognition_prompt_forces_the_understanding_group(bb, concepts) -> None:

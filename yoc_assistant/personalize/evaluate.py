@@ -70,7 +70,9 @@ def _last_logits(bb: Any, prompts: Sequence[Sequence[int]], extra: Any,
         for start in range(0, len(idx), batch_size):
             chunk = idx[start:start + batch_size]
             ids = torch.tensor([list(prompts[k]) for k in chunk], dtype=torch.long, device=bb.device)
-            hidden = bb.hidden_states(bb.embed(ids, extra))
+            # rows of one question share their start (the concept's prompt, a witness's
+            # photo definition): it runs once (float rounding only)
+            hidden = bb.hidden_states(bb.embed(ids, extra), share_prefix_of=ids)
             logits = bb.logits(hidden[:, -1], extra).float().cpu()
             for k, row in zip(chunk, logits, strict=True):
                 rows[k] = row

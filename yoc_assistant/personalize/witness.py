@@ -241,9 +241,10 @@ def recognition_margins(bb: Any, concepts: Any, name: str, images: Sequence[Sequ
     defined = definitions(bb, concepts, [name]) if weight > 0 else None
     if defined is None or not images:
         return None
-    prompts = [recognition_prompt(bb, d, name, im, question) for im in images for d in defined]
-    margins = yes_margins(bb, prompts, defined[0].extra).view(len(images), len(defined))
-    out = weight * margins.mean(dim=1)
+    # photo by photo, so that a batch shares its definition's positions (`_last_logits`)
+    prompts = [recognition_prompt(bb, d, name, im, question) for d in defined for im in images]
+    margins = yes_margins(bb, prompts, defined[0].extra).view(len(defined), len(images))
+    out = weight * margins.mean(dim=0)
     veto = veto_of(bb)
     described = None if veto is None else description_prompts(bb, concepts, [name], defined[0])
     if described is not None:
