@@ -96,15 +96,12 @@ def test_eval_and_ask_say_the_same_on_the_same_photos(toy, trained, tmp_path: Pa
     assert report["negative"] == sum(not y for y in evaluated[len(pos):]) / len(neg)
 
 
-def test_eval_and_ask_agree_with_the_photo_witness(toy, trained, tmp_path: Path) -> None:
-    """With a reference photo and a checkpoint that weighs the witness (here heavily, so
-    that it changes answers), `yoc ask` and `yoc eval` still decide alike, and both
-    decide by the summed margins (`personalize/witness.py`)."""
-    import dataclasses
+def _toy_with(tmp_path: Path, **settings: object):  # noqa: ANN202
+    """The shipped toy backbone with other `yoc_*` settings in its config.json (a copy of
+    links to its files)."""
     import json
 
     from yoc_assistant.backbone import Backbone
-    from yoc_assistant.personalize.witness import recognition_margins
 
     folder = tmp_path / "toy"
     folder.mkdir()
@@ -112,8 +109,19 @@ def test_eval_and_ask_agree_with_the_photo_witness(toy, trained, tmp_path: Path)
         (folder / f.name).symlink_to(f)
     config = json.loads((TOY / "config.json").read_text())
     (folder / "config.json").unlink()
-    (folder / "config.json").write_text(json.dumps({**config, "yoc_photo_witness": 3.0}))
-    heavy = Backbone.load(str(folder), precision="fp32", device="cpu")
+    (folder / "config.json").write_text(json.dumps({**config, **settings}))
+    return Backbone.load(str(folder), precision="fp32", device="cpu")
+
+
+def test_eval_and_ask_agree_with_the_photo_witness(toy, trained, tmp_path: Path) -> None:
+    """With a reference photo and a checkpoint that weighs the witness (here heavily, so
+    that it changes answers), `yoc ask` and `yoc eval` still decide alike, and both
+    decide by the summed margins (`personalize/witness.py`)."""
+    import dataclasses
+
+    from yoc_assistant.personalize.witness import recognition_margins
+
+    heavy = _toy_with(tmp_path, yoc_photo_witness=3.0)
     pos, neg = _photos()
     rows = [r.tolist() for r in heavy.encode_images(pos + neg)]
     vec = dataclasses.replace(trained, reference=rows[0])
@@ -136,19 +144,10 @@ def test_eval_and_ask_agree_with_the_description_veto(toy, trained, tmp_path: Pa
     triangle, for an orange star) has its own photos vetoed; `yoc ask` and `yoc eval`
     veto alike, from the description the concept file keeps."""
     import dataclasses
-    import json
 
-    from yoc_assistant.backbone import Backbone
     from yoc_assistant.personalize import witness as W
 
-    folder = tmp_path / "toy"
-    folder.mkdir()
-    for f in TOY.iterdir():
-        (folder / f.name).symlink_to(f)
-    config = json.loads((TOY / "config.json").read_text())
-    (folder / "config.json").unlink()
-    (folder / "config.json").write_text(json.dumps({**config, "yoc_description_veto": 0.0}))
-    bb = Backbone.load(str(folder), precision="fp32", device="cpu")
+    bb = _toy_with(tmp_path, yoc_description_veto=0.0)
     pos, neg = _photos()
     rows = [r.tolist() for r in bb.encode_images(pos + neg)]
     plain = dataclasses.replace(trained, reference=rows[0], photos=rows[:5], metadata=dict(trained.metadata))
