@@ -296,3 +296,12 @@ def test_recognition_margins_veto_where_the_description_says_no(toy, rows) -> No
     expected = torch.where(said <= -1.0, torch.full_like(plain, W.VETO), plain)
     assert torch.allclose(got, expected)
     assert 0 < int((got == W.VETO).sum()) < len(rows), "the example photos should be vetoed in part"
+
+
+def test_yoc_eval_reports_the_witness_and_the_veto_it_applied(toy, rows) -> None:
+    described, plain = _described(toy, rows), concepts(toy, rows[0], photos={"sunny": rows[:3]})
+    for cs, vetoed in ((described, True), (plain, False)):
+        report = E.evaluate_concept(toy, cs, "sunny", positives=rows[:2], negatives=rows[7:9], real=[], n_images=0)
+        assert report["photo_witness"] == 1.0
+        assert ("description_veto" in report) is vetoed
+        assert any("description" in n for n in report["notes"]) is vetoed
