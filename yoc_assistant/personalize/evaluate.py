@@ -345,7 +345,7 @@ def evaluate_concept(bb: Any, concept_set: Any, name: str, *, positives: Sequenc
     "dino" (DreamBench's subject score)."""
     report: dict[str, Any] = {"concept": name, "backbone": getattr(bb, "name", "?"),
                               "skipped": {}, "notes": []}
-    from yoc_assistant.personalize.witness import DESCRIPTION, applied_weight, veto_of
+    from yoc_assistant.personalize.witness import applied_veto, applied_weight
 
     report["recognition"] = recognition_accuracy(bb, concept_set, name, positives, negatives)
     witness = applied_weight(bb, concept_set, [name])
@@ -353,8 +353,8 @@ def evaluate_concept(bb: Any, concept_set: Any, name: str, *, positives: Sequenc
         report["photo_witness"] = witness
         report["notes"].append(f"yes/no answers about a photo add the mean answer of the concept's own "
                                f"photos (weight {witness:g}), as `yoc ask` does (docs/usage.md, The photo witness)")
-        veto = veto_of(bb)
-        if veto is not None and concept_set.get(name).metadata.get(DESCRIPTION):
+        veto = applied_veto(bb, concept_set, [name])
+        if veto is not None:
             report["description_veto"] = veto
             report["notes"].append("a Yes that the concept's own description clearly denies is a No, as "
                                    "`yoc ask` answers (docs/usage.md, The photo witness)")

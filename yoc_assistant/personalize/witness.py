@@ -91,14 +91,30 @@ def describe(vec: Any, about: str | None) -> None:
         vec.metadata.pop(DESCRIPTION, None)
 
 
+def _description(vec: Any) -> str | None:
+    """The concept's kept description, or None (none kept: a file trained before
+    descriptions were; or one that is not a definition's length)."""
+    words = str(vec.metadata.get(DESCRIPTION, "")).strip()
+    return words if words and len(words) <= data.MAX_DESCRIPTION else None
+
+
+def applied_veto(bb: Any, concepts: Any, names: Sequence[str]) -> float | None:
+    """The veto threshold for questions about these concepts: the checkpoint's, or None
+    when it sets none or one of them has no description."""
+    veto = veto_of(bb)
+    if veto is None or concepts is None or not names:
+        return None
+    return veto if all(_description(concepts.get(n)) for n in names) else None
+
+
 def description_prompts(bb: Any, concepts: Any, names: Sequence[str], defined: Any) -> dict[str, list[int]] | None:
     """For each of `names`, its description as a definition under the fresh identifier
     (`<w> is a dotted orange star .`, the pretraining's words definition), or None when
-    one of them has no description (concept files trained before descriptions were kept)."""
+    one of them has no description."""
     out = {}
     for name in names:
-        words = str(concepts.get(name).metadata.get(DESCRIPTION, "")).strip()
-        if not words or len(words) > data.MAX_DESCRIPTION:
+        words = _description(concepts.get(name))
+        if words is None:
             return None
         out[name] = [defined.identifier_id(name), *bb.tokenize(" is"), *bb.tokenize(" " + words),
                      *bb.tokenize(".")]
@@ -211,9 +227,9 @@ def for_request(bb: Any, prompt_ids: Sequence[int], concepts: Any, names: Sequen
     if defined is None:
         return None
     witness = Witness([swap_prompt(prompt_ids, concepts, d, names) for d in defined], defined[0].extra, weight)
-    veto = veto_of(bb)
-    described = None if veto is None else description_prompts(bb, concepts, names, defined[0])
-    if described is not None:
+    veto = applied_veto(bb, concepts, names)
+    if veto is not None:
+        described = description_prompts(bb, concepts, names, defined[0])
         witness.veto_prompt = swap_prompt(prompt_ids, concepts, defined[0], names, described)
         witness.veto_at = veto
     return witness
@@ -245,9 +261,9 @@ def recognition_margins(bb: Any, concepts: Any, name: str, images: Sequence[Sequ
     prompts = [recognition_prompt(bb, d, name, im, question) for d in defined for im in images]
     margins = yes_margins(bb, prompts, defined[0].extra).view(len(defined), len(images))
     out = weight * margins.mean(dim=0)
-    veto = veto_of(bb)
-    described = None if veto is None else description_prompts(bb, concepts, [name], defined[0])
-    if described is not None:
+    veto = applied_veto(bb, concepts, [name])
+    if veto is not None:
+        described = description_prompts(bb, concepts, [name], defined[0])
         said = yes_margins(bb, [recognition_prompt(bb, defined[0], name, im, question, described[name])
                                 for im in images], defined[0].extra)
         out = torch.where(said <= -veto, torch.full_like(out, VETO), out)
